@@ -1,0 +1,261 @@
+"""Reading and writing images and label maps (NIfTI, NRRD, ``.seg.nrrd``, MHA, DICOM, PNG/JPEG/BMP).
+
+Every write is atomic: the file is written next to its destination under a temporary name and
+renamed into place, so a failed or interrupted write never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from samtune.data.volume import Geometry, Volume, require_integer_labels
+from samtune.errors import DataError, LabelError, OutputError, UnsupportedImageError
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd", ".mha", ".mhd")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha")
+
+#: ``Volume.metadata`` key holding ``{segment name: label value}`` as JSON.
+SEGMENT_NAMES_KEY = "segment_names"
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES + PICTURE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def _from_sitk(image: sitk.Image, source: str) -> Volume:
+    dimension = image.GetDimension()
+    array = sitk.GetArrayFromImage(image)
+    if dimension == 2:
+        spacing = tuple(image.GetSpacing()) + (1.0,)
+        origin = tuple(image.GetOrigin()) + (0.0,)
+        d = image.GetDirection()
+        direction = (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0)
+        array = array[None]
+    elif dimension == 3:
+        spacing, origin, direction = image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+    else:
+        raise UnsupportedImageError(
+            f"'{source}' is a {dimension}D image (size {image.GetSize()}); SAMTune reads 2D and 3D images. "
+            "Split a time series into 3D frames first."
+        )
+    return Volume(array, Geometry(spacing=spacing, origin=origin, direction=direction))  # type: ignore[arg-type]
+
+
+def _read_dicom_folder(folder: Path) -> Volume:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise DataError(
+            f"No readable DICOM series in folder '{folder}'. Point to the folder that holds the .dcm "
+            "files of one series, or to a NIfTI/NRRD/MHA file."
+        )
+    if len(series) > 1:
+        raise DataError(
+            f"Folder '{folder}' holds {len(series)} DICOM series ({', '.join(series[:3])}...). "
+            "Put each series in its own folder."
+        )
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    return _from_sitk(reader.Execute(), str(folder))
+
+
+def _read_picture(path: Path) -> Volume:
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        mode = picture.mode
+        if mode in ("RGBA", "P", "LA", "CMYK"):
+            picture = picture.convert("RGB")
+        elif mode not in ("L", "RGB", "I", "I;16", "F"):
+            picture = picture.convert("L")
+        array = np.asarray(picture)
+    return Volume.from_2d(array)
+
+
+def _read_segmentation_layers(image: sitk.Image, path: Path) -> tuple[np.ndarray, dict[str, int]]:
+    """Label map and ``{name: value}`` from a Slicer ``.seg.nrrd`` (one or several layers)."""
+    keys = set(image.GetMetaDataKeys())
+    names: dict[str, int] = {}
+    layers: dict[str, int] = {}
+    n = 0
+    while f"Segment{n}_ID" in keys:
+        name = image.GetMetaData(f"Segment{n}_Name") if f"Segment{n}_Name" in keys else f"Segment_{n + 1}"
+        value = int(image.GetMetaData(f"Segment{n}_LabelValue")) if f"Segment{n}_LabelValue" in keys else n + 1
+        layer = int(image.GetMetaData(f"Segment{n}_Layer")) if f"Segment{n}_Layer" in keys else 0
+        names[name] = value
+        layers[name] = layer
+        n += 1
+    array = sitk.GetArrayFromImage(image)
+    if image.GetNumberOfComponentsPerPixel() == 1 or array.ndim == 3:
+        return array, names
+    # Several layers: merge them into one label map with distinct values.
+    merged = np.zeros(array.shape[:3], dtype=np.int64)
+    relabelled: dict[str, int] = {}
+    for index, (name, value) in enumerate(names.items(), start=1):
+        mask = array[..., layers[name]] == value
+        if np.any(merged[mask]):
+            raise LabelError(
+                f"Segments in '{path}' overlap (e.g. '{name}'); a label map cannot hold overlapping "
+                "segments. Export the overlapping segments to separate files."
+            )
+        merged[mask] = index
+        relabelled[name] = index
+    return merged, relabelled
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read an image: NIfTI, NRRD, ``.seg.nrrd``, MHA/MHD, a DICOM series folder or PNG/JPEG/BMP.
+
+    Returns:
+        A :class:`Volume`; 2D images become single-slice volumes ``(1, H, W[, 3])``.
+
+    Raises:
+        DataError: The path does not exist, or a folder holds no readable series.
+        UnsupportedImageError: Unknown format or a 4D image.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _read_dicom_folder(path)
+    if not path.is_file():
+        raise DataError(f"Image '{path}' does not exist. Check the path.")
+    suffix = _suffix(path)
+    if suffix in PICTURE_SUFFIXES:
+        return _read_picture(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise UnsupportedImageError(
+            f"Cannot read '{path}' as an image ({str(error).strip().splitlines()[-1][:200]}). Supported: "
+            f"{', '.join(IMAGE_SUFFIXES + PICTURE_SUFFIXES)} and DICOM series folders."
+        ) from error
+    if suffix == ".seg.nrrd" and image.GetDimension() == 3:
+        array, names = _read_segmentation_layers(image, path)
+        geometry = Geometry(
+            spacing=image.GetSpacing(),  # type: ignore[arg-type]
+            origin=image.GetOrigin(),  # type: ignore[arg-type]
+            direction=image.GetDirection(),
+        )
+        return Volume(array, geometry, {SEGMENT_NAMES_KEY: json.dumps(names)})
+    return _from_sitk(image, str(path))
+
+
+def segment_names(volume: Volume) -> dict[str, int]:
+    """``{segment name: label value}`` stored with a volume read from a ``.seg.nrrd`` (else empty)."""
+    text = volume.metadata.get(SEGMENT_NAMES_KEY)
+    return {str(k): int(v) for k, v in json.loads(text).items()} if text else {}
+
+
+def read_label(path: str | Path, *, reference: Volume | None = None) -> Volume:
+    """Read a label map (integer values, 0 = background) and check it against ``reference``.
+
+    Raises:
+        LabelError: Non-integer or negative values.
+        GeometryMismatchError: Grid or geometry differs from ``reference``.
+    """
+    volume = read_volume(path)
+    if volume.is_vector:
+        raise LabelError(f"'{path}' is a colour image, not a label map (expected one integer per voxel).")
+    labels = require_integer_labels(volume.array, source=f"label map '{path}'")
+    volume = Volume(labels, volume.geometry, dict(volume.metadata))
+    if reference is not None:
+        reference.check_same_grid(volume, what=f"label map '{Path(path).name}'")
+    return volume
+
+
+def _check_output(path: Path, allowed: tuple[str, ...]) -> str:
+    suffix = _suffix(path)
+    if suffix not in allowed:
+        raise OutputError(f"Cannot write '{path}': unsupported file type. Use one of {', '.join(allowed)}.")
+    if not path.parent.is_dir():
+        raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
+    return suffix
+
+
+def _to_sitk(volume: Volume, array: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(array, isVector=array.ndim == 4)
+    image.SetSpacing(volume.geometry.spacing)
+    image.SetOrigin(volume.geometry.origin)
+    image.SetDirection(volume.geometry.direction)
+    return image
+
+
+def _atomic_write(image: sitk.Image, path: Path, suffix: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        sitk.WriteImage(image, temporary, useCompression=True)
+        os.replace(temporary, path)
+    except (RuntimeError, OSError) as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise OutputError(f"Could not write '{path}': {str(error).strip()[:300]}") from error
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_volume(volume: Volume, path: str | Path) -> Path:
+    """Write an image with its geometry (atomic). Returns the path written."""
+    path = Path(path).expanduser()
+    suffix = _check_output(path, WRITE_SUFFIXES)
+    _atomic_write(_to_sitk(volume, volume.array), path, suffix)
+    return path
+
+
+def _segmentation_metadata(image: sitk.Image, names: dict[str, int], array: np.ndarray) -> None:
+    palette = [(0.95, 0.3, 0.3), (0.3, 0.8, 0.4), (0.3, 0.5, 0.95), (0.95, 0.8, 0.25), (0.7, 0.4, 0.9)]
+    image.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
+    image.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
+    image.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
+    for n, (name, value) in enumerate(names.items()):
+        found = np.argwhere(array == value)
+        if len(found):
+            low, high = found.min(axis=0)[::-1], found.max(axis=0)[::-1]  # (i, j, k)
+            extent = " ".join(f"{a} {b}" for a, b in zip(low, high))
+        else:
+            extent = "0 -1 0 -1 0 -1"
+        color = palette[n % len(palette)]
+        image.SetMetaData(f"Segment{n}_ID", f"Segment_{n + 1}")
+        image.SetMetaData(f"Segment{n}_Name", name)
+        image.SetMetaData(f"Segment{n}_NameAutoGenerated", "0")
+        image.SetMetaData(f"Segment{n}_Color", " ".join(f"{c:.4f}" for c in color))
+        image.SetMetaData(f"Segment{n}_ColorAutoGenerated", "0")
+        image.SetMetaData(f"Segment{n}_LabelValue", str(value))
+        image.SetMetaData(f"Segment{n}_Layer", "0")
+        image.SetMetaData(f"Segment{n}_Extent", extent)
+        image.SetMetaData(f"Segment{n}_Tags", "Segmentation.Status:inprogress|")
+
+
+def write_label(volume: Volume, path: str | Path, *, segment_names: dict[str, int] | None = None) -> Path:
+    """Write a label map with its geometry (atomic); ``.seg.nrrd`` gets Slicer segment metadata.
+
+    Args:
+        volume: Integer label volume.
+        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.seg.nrrd`` or ``.mha``; its folder must exist.
+        segment_names: ``{name: value}`` for ``.seg.nrrd`` (default: ``Segment_N`` per value present).
+
+    Raises:
+        OutputError: Unsupported suffix, missing folder or a failed write (nothing is left behind).
+        LabelError: Non-integer labels.
+    """
+    path = Path(path).expanduser()
+    suffix = _check_output(path, WRITE_SUFFIXES)
+    labels = require_integer_labels(volume.array, source="label map to write")
+    top = int(labels.max()) if labels.size else 0
+    dtype = np.uint8 if top < 256 else (np.uint16 if top < 65536 else np.int32)
+    array = labels.astype(dtype)
+    image = _to_sitk(volume, array)
+    if suffix == ".seg.nrrd":
+        names = segment_names or {f"Segment_{v}": int(v) for v in np.unique(array) if v != 0}
+        _segmentation_metadata(image, names, array)
+    _atomic_write(image, path, suffix)
+    return path

@@ -1,0 +1,153 @@
+"""One wrapper around every SAM-style backbone: image encoder, prompt encoder, mask decoder.
+
+Coordinates given to :meth:`SamModel.decode` are in *model-input pixels* (the resized, padded
+``S x S`` image), ``x`` = column, ``y`` = row, pixel indices (SAM adds 0.5 for the centre).
+Boxes are ``XYXY``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samtune.models.registry import BackboneFamily, PixelNorm
+
+
+class SamModel(nn.Module):
+    """Image encoder + prompt encoder + mask decoder, with batch-correct decoding.
+
+    The official ``MaskDecoder.forward`` repeats the image embedding once per prompt, which is
+    right for one image with many prompts but wrong for a batch of images with one prompt each.
+    :meth:`decode` runs the same decoder modules with one embedding per batch item instead.
+
+    Args:
+        image_encoder: Maps ``Bx3xSxS`` normalised images to ``BxCxHexWe`` embeddings.
+        prompt_encoder: SAM ``PromptEncoder``.
+        mask_decoder: SAM ``MaskDecoder``.
+        name: Backbone name (registry key).
+        family: Architecture family.
+        input_size: ``S``, the side of the square model input.
+        pixel_norm: Pixel normalisation the encoder expects.
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        prompt_encoder: nn.Module,
+        mask_decoder: nn.Module,
+        *,
+        name: str,
+        family: BackboneFamily,
+        input_size: int,
+        pixel_norm: PixelNorm,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.name = name
+        self.family = BackboneFamily.parse(family)
+        self.input_size = int(input_size)
+        self.pixel_norm = PixelNorm.parse(pixel_norm)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.parameters()).device
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``Bx3xSxS`` normalised images -> ``BxCxHexWe`` image embeddings."""
+        return self.image_encoder(images)
+
+    def prompt_embeddings(
+        self,
+        batch_size: int,
+        *,
+        boxes: torch.Tensor | None = None,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        dense_prompt: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse ``BxNxC`` and dense ``BxCxHexWe`` prompt embeddings for ``batch_size`` items.
+
+        With no box and no point the sparse embedding is empty (``Bx0xC``) and the dense one is the
+        learned ``no_mask_embed`` (automatic mode); ``dense_prompt`` replaces the dense embedding.
+        """
+        if boxes is not None and boxes.ndim == 2:
+            boxes = boxes[:, None, :]
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=None)
+        if sparse.shape[0] != batch_size:
+            sparse = sparse.expand(batch_size, -1, -1)
+        if dense_prompt is not None:
+            dense = dense_prompt
+        if dense.shape[0] != batch_size:
+            dense = dense.expand(batch_size, -1, -1, -1)
+        return sparse, dense
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        *,
+        boxes: torch.Tensor | None = None,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        dense_prompt: torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict masks, one prompt set per batch item.
+
+        Args:
+            image_embeddings: ``BxCxHexWe`` from :meth:`encode`.
+            boxes: ``Bx4`` XYXY boxes in model-input pixels, or ``None``.
+            points: ``(coords BxNx2, labels BxN)``; label 1 inside, 0 outside, -1 padding.
+            dense_prompt: ``BxCxHexWe`` or ``1xCxHexWe`` dense embedding replacing ``no_mask_embed``.
+            multimask_output: Return SAM's three masks instead of one.
+
+        Returns:
+            ``(low_res_logits BxMxHlxWl, iou_predictions BxM)`` with ``M`` = 1 or 3 and
+            ``Hl = 4 * He`` (256 for a 1024 input, 64 for LiteMedSAM's 256).
+        """
+        batch = image_embeddings.shape[0]
+        sparse, dense = self.prompt_embeddings(batch, boxes=boxes, points=points, dense_prompt=dense_prompt)
+        masks, iou = self._predict_masks(image_embeddings, sparse.to(image_embeddings.dtype), dense)
+        selected = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, selected], iou[:, selected]
+
+    def _predict_masks(
+        self, embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        decoder = self.mask_decoder
+        batch = embeddings.shape[0]
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse], dim=1)
+        src = embeddings + dense
+        image_pe = self.prompt_encoder.get_dense_pe().to(src.dtype)
+        pos = image_pe.expand(batch, -1, -1, -1)
+        _, channels, height, width = src.shape
+        hidden, src = decoder.transformer(src, pos, tokens)
+        iou_token = hidden[:, 0, :]
+        mask_token_out = hidden[:, 1 : 1 + decoder.num_mask_tokens, :]
+        upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(batch, channels, height, width))
+        hyper = torch.stack(
+            [mlp(mask_token_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+        )
+        _, up_channels, up_h, up_w = upscaled.shape
+        masks = (hyper @ upscaled.reshape(batch, up_channels, up_h * up_w)).reshape(batch, -1, up_h, up_w)
+        return masks, decoder.iou_prediction_head(iou_token)
+
+    def upscale_logits(self, low_res: torch.Tensor) -> torch.Tensor:
+        """``BxMxHlxWl`` logits -> ``BxMxSxS`` at the model input size (bilinear)."""
+        return F.interpolate(
+            low_res, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+        )
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        boxes: torch.Tensor | None = None,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        dense_prompt: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``Bx3xSxS`` images (+ prompts) -> ``Bx1xHlxWl`` low-resolution mask logits."""
+        logits, _ = self.decode(self.encode(images), boxes=boxes, points=points, dense_prompt=dense_prompt)
+        return logits

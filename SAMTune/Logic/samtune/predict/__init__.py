@@ -1,0 +1,21 @@
+"""Zero-shot and fine-tuned prediction on volumes."""
+
+from samtune.predict.prompts import (
+    SlicePrompt,
+    box_prompts_from_ijk,
+    boxes_from_label,
+    merge_prompts,
+    point_prompts_from_ijk,
+)
+from samtune.predict.volume import PredictConfig, ProgressCallback, predict_volume
+
+__all__ = [
+    "PredictConfig",
+    "ProgressCallback",
+    "SlicePrompt",
+    "box_prompts_from_ijk",
+    "boxes_from_label",
+    "merge_prompts",
+    "point_prompts_from_ijk",
+    "predict_volume",
+]

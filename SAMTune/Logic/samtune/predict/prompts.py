@@ -1,0 +1,184 @@
+"""User prompts for prompted prediction, in voxel coordinates.
+
+Two frames appear here:
+
+* **Voxel (IJK) frame**: integer-valued ITK indices ``(i, j, k)`` of the input volume; numpy
+  arrays are indexed ``[k, j, i]``.
+* **Slice pixel frame**: on a slice cut along numpy axis ``axis``, ``x`` is the column (the
+  slice array's last axis) and ``y`` the row, both in voxel units, pixel centres at integers.
+
+Boxes are ``XYXY`` with *inclusive* pixel indices (a box around a single pixel ``(5, 7)`` is
+``(5, 7, 5, 7)``), as MedSAM derives them from masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from samtune.errors import ConfigurationError
+
+
+@dataclass
+class SlicePrompt:
+    """Prompts on one slice, in that slice's pixel frame.
+
+    Attributes:
+        boxes: ``(N, 4)`` XYXY boxes, inclusive pixel indices. Each box is one object; the
+            masks of several boxes on a slice are united.
+        points: ``(P, 2)`` ``(x, y)`` pixel positions.
+        point_labels: ``(P,)`` 1 for a positive (inside) point, 0 for a negative one.
+    """
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float32))
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.float32))
+    point_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.points = np.asarray(self.points, dtype=np.float32).reshape(-1, 2)
+        self.point_labels = np.asarray(self.point_labels, dtype=np.int64).reshape(-1)
+        if len(self.points) != len(self.point_labels):
+            raise ConfigurationError(
+                f"Got {len(self.points)} points but {len(self.point_labels)} point labels; "
+                "give one label (1 = inside, 0 = outside) per point."
+            )
+        if np.any((self.point_labels != 0) & (self.point_labels != 1)):
+            raise ConfigurationError(
+                f"Point labels must be 1 (inside) or 0 (outside), got {sorted(set(self.point_labels))}."
+            )
+        bad = self.boxes[(self.boxes[:, 2] < self.boxes[:, 0]) | (self.boxes[:, 3] < self.boxes[:, 1])]
+        if len(bad):
+            raise ConfigurationError(
+                f"Boxes must be XYXY with x1 >= x0 and y1 >= y0, got {bad[0].tolist()}. "
+                "Give the top-left corner first."
+            )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the slice carries neither a box nor a point."""
+        return len(self.boxes) == 0 and len(self.points) == 0
+
+
+def _axis_pair(axis: int) -> tuple[int, int]:
+    """ITK index components ``(x_component, y_component)`` shown as columns/rows on a slice.
+
+    Slicing numpy axis ``axis`` of a ``[k, j, i]`` array leaves the other two numpy axes in
+    order; the last one is the column (x). numpy axis ``a`` is ITK component ``2 - a``.
+    """
+    remaining = [a for a in (0, 1, 2) if a != axis]
+    row_axis, col_axis = remaining
+    return 2 - col_axis, 2 - row_axis
+
+
+def box_prompts_from_ijk(
+    boxes: Iterable[Sequence[float]], *, axis: int, shape: tuple[int, int, int]
+) -> dict[int, SlicePrompt]:
+    """Expand 3D voxel boxes ``(i0, j0, k0, i1, j1, k1)`` (inclusive) into per-slice 2D boxes.
+
+    Args:
+        boxes: 3D boxes in ITK index order, inclusive bounds.
+        axis: numpy slice axis (0 = k, 1 = j, 2 = i).
+        shape: Volume grid ``(K, J, I)``.
+
+    Returns:
+        Slice index -> prompt with one XYXY box per 3D box that covers the slice.
+
+    Raises:
+        ConfigurationError: A box with the wrong length, reversed bounds or outside the volume.
+    """
+    size_ijk = (shape[2], shape[1], shape[0])
+    x_comp, y_comp = _axis_pair(axis)
+    slice_comp = 2 - axis
+    per_slice: dict[int, list[list[float]]] = {}
+    for box in boxes:
+        values = [float(v) for v in box]
+        if len(values) != 6:
+            raise ConfigurationError(
+                f"A 3D box needs 6 numbers (i0 j0 k0 i1 j1 k1), got {len(values)}: {values}."
+            )
+        low, high = values[:3], values[3:]
+        for c in range(3):
+            if high[c] < low[c]:
+                raise ConfigurationError(f"Box {values}: upper bound below lower bound on axis {'ijk'[c]}.")
+            if low[c] < 0 or high[c] > size_ijk[c] - 1:
+                raise ConfigurationError(
+                    f"Box {values} lies outside the volume (valid i 0..{size_ijk[0] - 1}, "
+                    f"j 0..{size_ijk[1] - 1}, k 0..{size_ijk[2] - 1})."
+                )
+        for s in range(int(np.ceil(low[slice_comp])), int(np.floor(high[slice_comp])) + 1):
+            per_slice.setdefault(s, []).append([low[x_comp], low[y_comp], high[x_comp], high[y_comp]])
+    return {s: SlicePrompt(boxes=np.asarray(b)) for s, b in sorted(per_slice.items())}
+
+
+def point_prompts_from_ijk(
+    points: Iterable[Sequence[float]], labels: Iterable[int], *, axis: int
+) -> dict[int, SlicePrompt]:
+    """Place voxel points ``(i, j, k)`` on their slices as ``(x, y)`` points with labels.
+
+    Args:
+        points: Points in ITK index order.
+        labels: 1 (inside) or 0 (outside) per point.
+        axis: numpy slice axis (0 = k, 1 = j, 2 = i).
+    """
+    x_comp, y_comp = _axis_pair(axis)
+    slice_comp = 2 - axis
+    per_slice: dict[int, tuple[list[list[float]], list[int]]] = {}
+    for point, label in zip(points, labels):
+        p = [float(v) for v in point]
+        if len(p) != 3:
+            raise ConfigurationError(f"A point needs 3 numbers (i j k), got {p}.")
+        s = int(round(p[slice_comp]))
+        coords, labs = per_slice.setdefault(s, ([], []))
+        coords.append([p[x_comp], p[y_comp]])
+        labs.append(int(label))
+    return {
+        s: SlicePrompt(points=np.asarray(c), point_labels=np.asarray(lab))
+        for s, (c, lab) in sorted(per_slice.items())
+    }
+
+
+def merge_prompts(*prompt_maps: dict[int, SlicePrompt]) -> dict[int, SlicePrompt]:
+    """Combine several slice -> prompt maps (boxes and points on the same slice are joined)."""
+    merged: dict[int, SlicePrompt] = {}
+    for prompts in prompt_maps:
+        for s, p in prompts.items():
+            if s not in merged:
+                merged[s] = SlicePrompt(p.boxes.copy(), p.points.copy(), p.point_labels.copy())
+            else:
+                m = merged[s]
+                merged[s] = SlicePrompt(
+                    np.concatenate([m.boxes, p.boxes]),
+                    np.concatenate([m.points, p.points]),
+                    np.concatenate([m.point_labels, p.point_labels]),
+                )
+    return dict(sorted(merged.items()))
+
+
+def boxes_from_label(label: np.ndarray, *, axis: int, margin: int = 0) -> dict[int, SlicePrompt]:
+    """Tight per-slice boxes around the foreground of ``label`` (a ``[k, j, i]`` mask).
+
+    Used for the "box from the reference" upper bound in evaluations and in the demo.
+
+    Args:
+        label: Binary or label array ``(K, J, I)``; nonzero is foreground.
+        axis: numpy slice axis.
+        margin: Pixels added on each side (clipped to the slice).
+    """
+    moved = np.moveaxis(np.asarray(label) != 0, axis, 0)
+    prompts: dict[int, SlicePrompt] = {}
+    for s, mask in enumerate(moved):
+        rows, cols = np.nonzero(mask)
+        if len(rows) == 0:
+            continue
+        h, w = mask.shape
+        box = [
+            max(cols.min() - margin, 0),
+            max(rows.min() - margin, 0),
+            min(cols.max() + margin, w - 1),
+            min(rows.max() + margin, h - 1),
+        ]
+        prompts[s] = SlicePrompt(boxes=np.asarray([box], dtype=np.float32))
+    return prompts

@@ -1,0 +1,26 @@
+"""Shared pytest configuration for the SAMTune suite."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Real Qt, offscreen: the suite never needs a display.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Deterministic, reproducible CPU runs; two threads match the CI machine.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect ``gpu`` tests when no CUDA device is present (they are selected, never hidden)."""
+    if torch.cuda.is_available():
+        return
+    selected, deselected = [], []
+    for item in items:
+        (deselected if item.get_closest_marker("gpu") else selected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected

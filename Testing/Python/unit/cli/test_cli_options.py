@@ -1,0 +1,71 @@
+"""The command line documents every option and fails early with clear messages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from samtune.cli import EXIT_CODES, build_parser, main
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no sub-commands")
+
+
+def test_every_command_and_option_has_help_text() -> None:
+    parser = build_parser()
+    commands = _subparsers(parser)
+    assert {"models", "predict", "demo"} <= set(commands)
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"`samtune {name} {action.option_strings}` has no help text"
+
+
+def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("models", "predict", "demo"):
+        assert command in out
+
+
+def test_predict_into_missing_folder_fails_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "no-such-folder" / "seg.nii.gz"
+    code = main(["predict", "--image", str(tmp_path / "missing.nii.gz"), "--out", str(out)])
+    assert code == EXIT_CODES["output"]
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Create it first" in err
+    assert not out.parent.exists()
+
+
+def test_predict_rejects_unsupported_output_suffix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", "--image", "x.nii.gz", "--out", str(tmp_path / "seg.png")])
+    assert code == EXIT_CODES["output"]
+    assert ".seg.nrrd" in capsys.readouterr().err
+
+
+def test_bad_slice_range_is_an_argument_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--image", "a.nii", "--out", "b.nii", "--slices", "10-20"])
+    assert exit_info.value.code == 2
+    assert "START:STOP" in capsys.readouterr().err
+
+
+def test_docs_cli_mentions_every_option() -> None:
+    docs = (Path(__file__).resolve().parents[4] / "docs" / "cli.md").read_text()
+    for name, sub in _subparsers(build_parser()).items():
+        assert f"samtune {name}" in docs
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert option in docs, f"docs/cli.md does not document `samtune {name} {option}`"

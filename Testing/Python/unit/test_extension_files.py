@@ -1,0 +1,86 @@
+"""The Slicer extension description files agree with each other and list every shipped file."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+MODULE = ROOT / "SAMTune"
+
+
+def cmake_set(text: str, name: str) -> str:
+    match = re.search(rf'set\({name}\s+"([^"]*)"\)', text)
+    assert match, f"{name} not set in CMakeLists.txt"
+    return match.group(1)
+
+
+def cmake_list(text: str, name: str) -> list[str]:
+    match = re.search(rf"set\({name}\s+(.*?)\)", text, re.S)
+    assert match, f"{name} not set"
+    return [entry.replace("${MODULE_NAME}", "SAMTune") for entry in match.group(1).split()]
+
+
+def s4ext_fields() -> dict[str, str]:
+    fields = {}
+    for line in (ROOT / "SAMTune.s4ext").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            fields[key] = value.strip()
+    return fields
+
+
+def test_extension_metadata_agrees_across_cmake_s4ext_and_json() -> None:
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    s4ext = s4ext_fields()
+    catalog = json.loads((ROOT / "SAMTune.json").read_text())
+
+    assert cmake_set(cmake, "EXTENSION_DEPENDS") == "PyTorch"
+    assert s4ext["depends"] == "PyTorch"
+    assert catalog["build_dependencies"] == ["PyTorch"]
+
+    category = cmake_set(cmake, "EXTENSION_CATEGORY")
+    assert category == "Segmentation" == s4ext["category"] == catalog["category"]
+    assert cmake_set(cmake, "EXTENSION_HOMEPAGE") == s4ext["homepage"]
+    assert cmake_set(cmake, "EXTENSION_DESCRIPTION") == s4ext["description"]
+    assert cmake_set(cmake, "EXTENSION_ICONURL") == s4ext["iconurl"]
+    assert cmake_set(cmake, "EXTENSION_CONTRIBUTORS") == s4ext["contributors"]
+    assert s4ext["scmurl"] == catalog["scm_url"]
+    assert s4ext["scm"] == catalog.get("scm_type", "git") == "git"
+    assert catalog["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/")
+    assert {"$schema", "category", "scm_url"} <= set(catalog)
+    assert "add_subdirectory(SAMTune)" in cmake
+
+
+def test_module_cmake_lists_every_script_and_resource() -> None:
+    text = (MODULE / "CMakeLists.txt").read_text()
+    assert "slicerMacroBuildScriptedModule" in text
+    assert "WITH_GENERIC_TESTS" in text
+    scripts = set(cmake_list(text, "MODULE_PYTHON_SCRIPTS"))
+    resources = set(cmake_list(text, "MODULE_PYTHON_RESOURCES"))
+
+    on_disk_scripts = {
+        p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts
+    }
+    on_disk_resources = {
+        p.relative_to(MODULE).as_posix()
+        for p in (MODULE / "Resources").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    missing = sorted((on_disk_scripts - scripts) | (on_disk_resources - resources))
+    stale = sorted((scripts | resources) - on_disk_scripts - on_disk_resources)
+    assert not missing, f"add to SAMTune/CMakeLists.txt: {missing}"
+    assert not stale, f"listed in SAMTune/CMakeLists.txt but not on disk: {stale}"
+
+
+def test_license_is_apache_2() -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0" in text
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme
+    assert re.search(r"^make test$", ci, re.M)
