@@ -49,16 +49,27 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
             "fine-tuned model; pretrained backbones need prompts."
         ),
     )
-    p.add_argument("--image", required=True, type=Path, help="input image: NIfTI, NRRD, MHA, a DICOM folder, PNG/JPEG/BMP")
+    p.add_argument(
+        "--image",
+        required=True,
+        type=Path,
+        help="input image: NIfTI, NRRD, MHA, a DICOM folder, PNG/JPEG/BMP",
+    )
     p.add_argument(
         "--out",
         required=True,
         type=Path,
         help=f"output label map ({', '.join(OUTPUT_SUFFIXES)}); its folder must exist",
     )
-    p.add_argument("--model", default="litemedsam", help="backbone name (see `samtune models`); default litemedsam")
-    p.add_argument("--weights", type=Path, help="weights file for the backbone (overrides the bundled/cached one)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--model", default="litemedsam", help="backbone name (see `samtune models`); default litemedsam"
+    )
+    p.add_argument(
+        "--weights", type=Path, help="weights file for the backbone (overrides the bundled/cached one)"
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+    )
     p.add_argument(
         "--box",
         action="append",
@@ -85,7 +96,9 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--axis", default="auto", help="slice axis: auto (largest spacing), k, j or i")
     p.add_argument("--slices", type=_slice_range, help="only slices START:STOP along the slice axis")
-    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)"
+    )
     p.add_argument("--batch-size", type=int, default=4, help="slices per batch (default 4)")
     p.add_argument(
         "--intensity",
@@ -94,9 +107,15 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ct-preset", default="soft_tissue", help="CT window preset for --intensity ct")
     p.add_argument(
-        "--window", nargs=2, type=float, metavar=("LOW", "HIGH"), help="explicit window for --intensity window"
+        "--window",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="explicit window for --intensity window",
     )
-    p.add_argument("--two-and-half-d", action="store_true", help="use slices z-1, z, z+1 as the three channels")
+    p.add_argument(
+        "--two-and-half-d", action="store_true", help="use slices z-1, z, z+1 as the three channels"
+    )
     p.add_argument("--label-value", type=int, default=1, help="value written for the structure (default 1)")
     p.add_argument("--name", default="Segment_1", help="segment name stored in a .seg.nrrd output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -117,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser(
         "models",
         help="list the backbones, their input sizes and whether their weights are present",
-        description="List the backbones, their input sizes, where their weights are and whether they are present.",
+        description="List the backbones, their input sizes, where their weights are and whether present.",
     )
     m.set_defaults(func=_cmd_models)
 
@@ -151,7 +170,9 @@ def check_output_path(path: Path) -> None:
             f"Cannot write '{path}': unsupported file type. Use one of {', '.join(OUTPUT_SUFFIXES)}."
         )
     if not path.parent.is_dir():
-        raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
+        raise OutputError(
+            f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first."
+        )
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -238,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``samtune`` command; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except SAMTuneError as error:

@@ -67,7 +67,9 @@ class IntensityConfig:
             )
         if self.mode == IntensityMode.WINDOW.value:
             if self.window_low is None or self.window_high is None:
-                raise ConfigurationError("Intensity mode 'window' needs window_low and window_high (--window LOW HIGH).")
+                raise ConfigurationError(
+                    "Intensity mode 'window' needs window_low and window_high (--window LOW HIGH)."
+                )
             if not self.window_low < self.window_high:
                 raise ConfigurationError(
                     f"Window must have low < high, got low {self.window_low}, high {self.window_high}."

@@ -54,7 +54,7 @@ def structure_masks(label: np.ndarray, structures: dict[str, int]) -> dict[str, 
 def labelled_slices_from_label(label: np.ndarray, axis: int) -> np.ndarray:
     """``(N,)`` booleans: which slices along ``axis`` carry any nonzero label (painted slices)."""
     slices = extract_slices(np.asarray(label) != 0, axis)
-    return slices.reshape(slices.shape[0], -1).any(axis=1)
+    return np.asarray(slices.reshape(slices.shape[0], -1).any(axis=1), dtype=bool)
 
 
 def select_slices(

@@ -85,7 +85,7 @@ class SliceGrid:
         return (probabilities > threshold).cpu().numpy()
 
     def masks_to_volume(self, masks: np.ndarray, indices: Sequence[int], reference: Volume) -> Volume:
-        """Place ``(B, h, w)`` slice masks at ``indices`` into an empty ``uint8`` volume like ``reference``."""
+        """Place ``(B, h, w)`` slice masks at ``indices`` into an empty uint8 volume like ``reference``."""
         out = np.zeros(self.volume_shape, dtype=np.uint8)
         moved = np.moveaxis(out, self.axis, 0)
         for s, mask in zip(indices, np.asarray(masks)):

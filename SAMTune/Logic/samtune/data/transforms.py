@@ -43,7 +43,10 @@ class ResizeLongestSide:
         self.target = int(target)
         self.original_size = (h, w)
         scale = self.target / max(h, w)
-        self.new_size = (min(self.target, max(1, int(h * scale + 0.5))), min(self.target, max(1, int(w * scale + 0.5))))
+        self.new_size = (
+            min(self.target, max(1, int(h * scale + 0.5))),
+            min(self.target, max(1, int(w * scale + 0.5))),
+        )
 
     @property
     def scale_xy(self) -> tuple[float, float]:
@@ -53,7 +56,9 @@ class ResizeLongestSide:
     def apply_image(self, images: torch.Tensor) -> torch.Tensor:
         """``Bx C x h x w`` float images -> ``B x C x nh x nw`` (bilinear, antialiased when shrinking)."""
         shrinking = self.new_size[0] < self.original_size[0] or self.new_size[1] < self.original_size[1]
-        return F.interpolate(images, size=self.new_size, mode="bilinear", align_corners=False, antialias=shrinking)
+        return F.interpolate(
+            images, size=self.new_size, mode="bilinear", align_corners=False, antialias=shrinking
+        )
 
     def apply_mask(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``(B, h, w)`` binary masks -> ``(B, nh, nw)`` (nearest neighbour)."""

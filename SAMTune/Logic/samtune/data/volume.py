@@ -48,9 +48,7 @@ class Geometry:
         if len(origin) != 3 or not all(np.isfinite(origin)):
             raise DataError(f"Origin must be three finite numbers (mm), got {self.origin}.")
         if len(direction) != 9:
-            raise DataError(
-                f"Direction must be a 3x3 matrix (9 numbers), got {len(direction)} numbers."
-            )
+            raise DataError(f"Direction must be a 3x3 matrix (9 numbers), got {len(direction)} numbers.")
         matrix = np.asarray(direction).reshape(3, 3)
         if not np.allclose(matrix.T @ matrix, np.eye(3), atol=1e-3):
             raise DataError(

@@ -56,6 +56,7 @@ def _build_sam_vit(spec: BackboneSpec, *, tiny: bool) -> SamModel:
 
     from segment_anything import modeling
 
+    global_idx: tuple[int, ...]
     if tiny:
         embed_dim, depth, heads, global_idx = 32, 2, 2, (1,)
         input_size, window, patch = 256, 4, 16

@@ -48,7 +48,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         index = int(text.split(":")[1]) if ":" in text else 0
         count = torch.cuda.device_count()
         if index >= count:
-            raise DeviceError(f"'{name}' was requested but only {count} CUDA device(s) exist (0..{count - 1}).")
+            raise DeviceError(
+                f"'{name}' was requested but only {count} CUDA device(s) exist (0..{count - 1})."
+            )
         return torch.device(text)
     if text == "mps" and not _mps_available():
         raise DeviceError("'mps' was requested but Apple Metal is not available here. Use --device cpu.")

@@ -7,6 +7,8 @@ Boxes are ``XYXY``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,12 +117,13 @@ class SamModel(nn.Module):
     def _predict_masks(
         self, embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        decoder = self.mask_decoder
+        decoder: Any = self.mask_decoder  # segment-anything's MaskDecoder (untyped submodules)
         batch = embeddings.shape[0]
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse], dim=1)
         src = embeddings + dense
-        image_pe = self.prompt_encoder.get_dense_pe().to(src.dtype)
+        prompt_encoder: Any = self.prompt_encoder
+        image_pe = prompt_encoder.get_dense_pe().to(src.dtype)
         pos = image_pe.expand(batch, -1, -1, -1)
         _, channels, height, width = src.shape
         hidden, src = decoder.transformer(src, pos, tokens)

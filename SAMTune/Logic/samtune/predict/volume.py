@@ -77,7 +77,7 @@ def _slice_indices(n_slices: int, config: PredictConfig, prompts: dict[int, Slic
     outside = [s for s in prompts if not 0 <= s < n_slices]
     if outside:
         raise ConfigurationError(
-            f"Prompts on slices {outside[:5]} lie outside the volume (0..{n_slices - 1} along the slice axis)."
+            f"Prompts on slices {outside[:5]} lie outside the volume (0..{n_slices - 1} along the axis)."
         )
     return [s for s in sorted(prompts) if start <= s < stop and not prompts[s].is_empty]
 
@@ -100,7 +100,8 @@ def _decode_prompted(
     objects: list[tuple[int, np.ndarray | None, np.ndarray, np.ndarray]] = []
     for b, prompt in enumerate(prompts):
         points = to_model(prompt.points) if len(prompt.points) else prompt.points
-        boxes = [to_model(box.reshape(2, 2)).reshape(4) for box in prompt.boxes] or [None]
+        boxes: list[np.ndarray | None] = [to_model(box.reshape(2, 2)).reshape(4) for box in prompt.boxes]
+        boxes = boxes or [None]
         objects.extend((b, box, points, prompt.point_labels) for box in boxes)
     device = embeddings.device
     result: torch.Tensor | None = None
@@ -110,7 +111,8 @@ def _decode_prompted(
         owners = torch.as_tensor([o[0] for o in group], device=device)
         boxes_t = None
         if group[0][1] is not None:
-            boxes_t = torch.as_tensor(np.stack([o[1] for o in group]), dtype=torch.float32, device=device)
+            stacked = np.stack([o[1] for o in group if o[1] is not None])
+            boxes_t = torch.as_tensor(stacked, dtype=torch.float32, device=device)
         points_t = _pad_points([(o[2], o[3]) for o in group], device)
         logits, _ = model.decode(embeddings.index_select(0, owners), boxes=boxes_t, points=points_t)
         if result is None:
@@ -186,7 +188,9 @@ def predict_volume(
         if prompts is None:
             low_res, _ = model.decode(embeddings)
         else:
-            low_res = _decode_prompted(model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords)
+            low_res = _decode_prompted(
+                model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords
+            )
         masks = grid.logits_to_masks(low_res.float(), threshold=config.threshold)
         for s, mask in zip(batch, masks):
             out_slices[s][mask] = config.label_value
