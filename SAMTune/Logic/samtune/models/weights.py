@@ -223,3 +223,29 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             "Delete it and download or copy it again."
         ) from error
     return _unwrap(state, path)
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write tensors as safetensors, atomically (temporary file in the same folder, then rename).
+
+    Raises:
+        OutputError: The folder does not exist or the write failed; nothing is left behind.
+    """
+    from safetensors.torch import save_file
+
+    from samtune.errors import OutputError
+
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise OutputError(
+            f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first."
+        )
+    partial = path.with_name(f".{path.name}.part")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    try:
+        save_file(tensors, str(partial))
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
