@@ -117,7 +117,8 @@ def _decode_prompted(
         logits, _ = model.decode(embeddings.index_select(0, owners), boxes=boxes_t, points=points_t)
         if result is None:
             result = torch.full((len(prompts), *logits.shape[1:]), -torch.inf, device=device)
-        result.index_reduce_(0, owners, logits.float(), "amax")
+        for row, owner in enumerate(owners.tolist()):  # a handful of objects: a loop is clearest
+            result[owner] = torch.maximum(result[owner], logits[row].float())
     assert result is not None  # every prompt is non-empty, so at least one group ran
     return result
 
