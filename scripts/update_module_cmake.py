@@ -43,7 +43,7 @@ def main() -> None:
     scripts = [p for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts]
     resources = [p for p in (MODULE / "Resources").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     text = TEMPLATE.format(scripts=_entries(scripts), resources=_entries(resources))
-    (MODULE / "CMakeLists.txt").write_text(text)
+    (MODULE / "CMakeLists.txt").write_text(text, encoding="utf-8")
     print(f"{len(scripts)} scripts, {len(resources)} resources")
 
 

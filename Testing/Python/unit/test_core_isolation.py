@@ -65,7 +65,7 @@ def test_no_gui_import_statement_in_core_sources() -> None:
     root = Path(samtune.__file__).parent
     offenders = []
     for path in root.rglob("*.py"):
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             stripped = line.strip()
             for name in BLOCKED:
                 if stripped.startswith((f"import {name}", f"from {name} ")) or stripped.startswith(

@@ -24,7 +24,7 @@ def cmake_list(text: str, name: str) -> list[str]:
 
 def s4ext_fields() -> dict[str, str]:
     fields = {}
-    for line in (ROOT / "SAMTune.s4ext").read_text().splitlines():
+    for line in (ROOT / "SAMTune.s4ext").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition(" ")
             fields[key] = value.strip()
@@ -32,9 +32,9 @@ def s4ext_fields() -> dict[str, str]:
 
 
 def test_extension_metadata_agrees_across_cmake_s4ext_and_json() -> None:
-    cmake = (ROOT / "CMakeLists.txt").read_text()
+    cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     s4ext = s4ext_fields()
-    catalog = json.loads((ROOT / "SAMTune.json").read_text())
+    catalog = json.loads((ROOT / "SAMTune.json").read_text(encoding="utf-8"))
 
     assert cmake_set(cmake, "EXTENSION_DEPENDS") == "PyTorch"
     assert s4ext["depends"] == "PyTorch"
@@ -54,7 +54,7 @@ def test_extension_metadata_agrees_across_cmake_s4ext_and_json() -> None:
 
 
 def test_module_cmake_lists_every_script_and_resource() -> None:
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule" in text
     assert "WITH_GENERIC_TESTS" in text
     scripts = set(cmake_list(text, "MODULE_PYTHON_SCRIPTS"))
@@ -75,12 +75,12 @@ def test_module_cmake_lists_every_script_and_resource() -> None:
 
 
 def test_license_is_apache_2() -> None:
-    text = (ROOT / "LICENSE").read_text()
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert "Apache License" in text and "Version 2.0" in text
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    readme = (ROOT / "README.md").read_text()
-    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make test" in readme
     assert re.search(r"^make test$", ci, re.M)

@@ -64,7 +64,7 @@ def test_bad_slice_range_is_an_argument_error(capsys: pytest.CaptureFixture[str]
 
 
 def test_docs_cli_mentions_every_option() -> None:
-    docs = (Path(__file__).resolve().parents[4] / "docs" / "cli.md").read_text()
+    docs = (Path(__file__).resolve().parents[4] / "docs" / "cli.md").read_text(encoding="utf-8")
     for name, sub in _subparsers(build_parser()).items():
         assert f"samtune {name}" in docs
         for action in sub._actions:
