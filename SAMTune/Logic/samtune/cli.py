@@ -192,10 +192,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from samtune.data import IntensityConfig, SliceConfig, read_volume, resolve_axis, write_label
-    from samtune.models import build_model, resolve_device
+    from samtune.models import build_model, get_backbone, resolve_device
     from samtune.predict import PredictConfig, box_prompts_from_ijk, merge_prompts, point_prompts_from_ijk
 
     check_output_path(args.out)
+    get_backbone(args.model)  # an unknown name fails before any reading
     intensity = IntensityConfig(
         mode=args.intensity,
         ct_preset=args.ct_preset,

@@ -71,3 +71,30 @@ def test_docs_cli_mentions_every_option() -> None:
             for option in action.option_strings:
                 if option not in ("-h", "--help"):
                     assert option in docs, f"docs/cli.md does not document `samtune {name} {option}`"
+
+
+def test_models_lists_backbones_and_where_weights_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SAMTUNE_WEIGHTS_DIR", str(tmp_path))
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"x")
+    assert main(["models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "bundled" in lines["litemedsam"] and "lite_medsam.pth" in lines["litemedsam"]
+    assert "present" in lines["sam_vit_b"] and str(tmp_path) in lines["sam_vit_b"]
+    assert "missing" in lines["sam_vit_h"] and "--weights" in lines["sam_vit_h"]
+    assert "256x256" in lines["litemedsam"] and "1024x1024" in lines["mobilesam_vit_t"]
+
+
+def test_unknown_model_is_a_configuration_error_with_a_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from samtune.data import make_phantom, write_volume
+
+    image, _ = make_phantom(shape=(2, 16, 16))
+    write_volume(image, tmp_path / "image.nii.gz")
+    code = main(["predict", "--image", str(tmp_path / "image.nii.gz"), "--out", str(tmp_path / "o.nii.gz"),
+                 "--model", "litemedsum", "--device", "cpu"])  # fmt: skip
+    assert code == EXIT_CODES["configuration"]
+    assert "Did you mean 'litemedsam'" in capsys.readouterr().err
+    assert not (tmp_path / "o.nii.gz").exists()
