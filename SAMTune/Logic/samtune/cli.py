@@ -99,7 +99,9 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)"
     )
-    p.add_argument("--batch-size", type=int, default=4, help="slices per batch (default 4)")
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="slices per batch (default 1; larger pays on a GPU)"
+    )
     p.add_argument(
         "--intensity",
         default="auto",
