@@ -62,7 +62,7 @@ def test_slice_range_limits_the_work(tiny: SamModel, phantom: tuple[Volume, Volu
     image, _ = phantom
     seen: list[int] = []
     predict_volume(tiny, image, PredictConfig(slice_range=(1, 3)), progress=lambda d, t, m: seen.append(t))
-    assert seen == [2]
+    assert seen == [2, 2]  # two slices, one batch each
 
 
 def test_other_axes_and_2_5d(tiny: SamModel, phantom: tuple[Volume, Volume]) -> None:
