@@ -1,0 +1,42 @@
+"""Parameter-efficient fine-tuning of SAM: LoRA, Adapter, Conv-LoRA, and full fine-tuning.
+
+Every method follows one wrapper contract (:class:`PeftWrapper`): the original layer is kept as
+``base_layer`` and frozen, the delta starts at zero, wrappers can be disabled, and their own
+parameters form an adapter-only state dict. LoRA wrappers also merge and unmerge.
+"""
+
+from samtune.peft.adapter import AdapterConfig, inject_adapters
+from samtune.peft.apply import FineTuneConfig, Method, Scope, apply_finetuning, trainable_parameter_count
+from samtune.peft.base import (
+    InjectionReport,
+    PeftWrapper,
+    adapter_state_dict,
+    merge_adapters,
+    peft_wrappers,
+    set_adapters_enabled,
+    unmerge_adapters,
+)
+from samtune.peft.conv_lora import ConvLoRAConfig, balance_loss, inject_conv_lora
+from samtune.peft.lora import LoRAConfig, inject_lora
+
+__all__ = [
+    "AdapterConfig",
+    "ConvLoRAConfig",
+    "FineTuneConfig",
+    "InjectionReport",
+    "LoRAConfig",
+    "Method",
+    "PeftWrapper",
+    "Scope",
+    "adapter_state_dict",
+    "apply_finetuning",
+    "balance_loss",
+    "inject_adapters",
+    "inject_conv_lora",
+    "inject_lora",
+    "merge_adapters",
+    "peft_wrappers",
+    "set_adapters_enabled",
+    "trainable_parameter_count",
+    "unmerge_adapters",
+]
