@@ -69,9 +69,7 @@ def main() -> None:
         figures["decoder_s_per_slice"] = _median_seconds(lambda: model.decode(embedding), args.repeats)
 
     rng = np.random.default_rng(0)
-    volume = Volume.from_array(
-        rng.normal(size=(88, 256, 256)).astype(np.float32), spacing=(0.625, 0.625, 0.625)
-    )
+    volume = Volume.from_array(rng.normal(size=(88, 256, 256)).astype(np.float32), spacing=(0.625, 0.625, 0.625))
     config = PredictConfig(batch_size=4)
     figures["volume_88x256x256_automatic_s"] = _median_seconds(
         lambda: predict_volume(model, volume, config), args.volume_repeats, warmup=False

@@ -1,7 +1,8 @@
 """The ``samtune`` command line: ``models``, ``predict`` and ``demo``.
 
 Exit codes: 0 success, 1 internal error, 2 bad option or configuration, 3 bad input data,
-4 missing or corrupt weights, 5 device not available, 6 output cannot be written.
+4 missing or corrupt weights, 5 device not available, 6 output cannot be written,
+7 training diverged (NaN loss), 8 out of memory.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ EXIT_CODES = {
     "weights": 4,
     "device": 5,
     "output": 6,
+    "diverged": 7,
+    "out_of_memory": 8,
 }
 
 OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
@@ -61,15 +64,9 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help=f"output label map ({', '.join(OUTPUT_SUFFIXES)}); its folder must exist",
     )
-    p.add_argument(
-        "--model", default="litemedsam", help="backbone name (see `samtune models`); default litemedsam"
-    )
-    p.add_argument(
-        "--weights", type=Path, help="weights file for the backbone (overrides the bundled/cached one)"
-    )
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
-    )
+    p.add_argument("--model", default="litemedsam", help="backbone name (see `samtune models`); default litemedsam")
+    p.add_argument("--weights", type=Path, help="weights file for the backbone (overrides the bundled/cached one)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--box",
         action="append",
@@ -96,12 +93,8 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--axis", default="auto", help="slice axis: auto (largest spacing), k, j or i")
     p.add_argument("--slices", type=_slice_range, help="only slices START:STOP along the slice axis")
-    p.add_argument(
-        "--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)"
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=1, help="slices per batch (default 1; larger pays on a GPU)"
-    )
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=1, help="slices per batch (default 1; larger pays on a GPU)")
     p.add_argument(
         "--intensity",
         default="auto",
@@ -115,13 +108,59 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
         metavar=("LOW", "HIGH"),
         help="explicit window for --intensity window",
     )
-    p.add_argument(
-        "--two-and-half-d", action="store_true", help="use slices z-1, z, z+1 as the three channels"
-    )
+    p.add_argument("--two-and-half-d", action="store_true", help="use slices z-1, z, z+1 as the three channels")
     p.add_argument("--label-value", type=int, default=1, help="value written for the structure (default 1)")
     p.add_argument("--name", default="Segment_1", help="segment name stored in a .seg.nrrd output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "train",
+        help="fine-tune a backbone on labelled cases with a preset; writes a model folder",
+        description=(
+            "Fine-tune SAM on the cases of a training manifest with a preset, and write the model folder "
+            "(trainable weights + model card). Every preset field can be overridden with --set."
+        ),
+    )
+    t.add_argument("--preset", required=True, help="preset name (see `samtune presets`)")
+    t.add_argument("--train-manifest", required=True, type=Path, help="training-data manifest (JSON)")
+    t.add_argument("--out", required=True, type=Path, help="model folder to create (must not exist)")
+    t.add_argument("--structure", help="structure to learn when the manifest has several")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field, e.g. --set epochs=5 --set finetune.lora.rank=8 (VALUE is JSON)",
+    )
+    t.add_argument("--weights", type=Path, help="weights file of the backbone")
+    t.add_argument("--device", help="override the preset's device: auto, cpu, cuda, cuda:N, mps")
+    t.add_argument("--seed", type=int, help="override the random seed")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, object]:
+    """``["a.b=1", "c=\"x\""]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as JSON, else text)."""
+    import json
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigurationError(f"--set expects KEY=VALUE, got '{item}'.")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[parts[-1]] = value
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_models)
 
     _add_predict_parser(sub)
+    _add_train_parser(sub)
+
+    pr = sub.add_parser(
+        "presets",
+        help="list the fine-tuning presets with their description and when to use them",
+        description="List the fine-tuning presets: name, backbone, method, description and when to use each.",
+    )
+    pr.add_argument("--json", action="store_true", help="print the presets (with their full configuration) as JSON")
+    pr.set_defaults(func=_cmd_presets)
 
     d = sub.add_parser(
         "demo",
@@ -168,13 +216,9 @@ def check_output_path(path: Path) -> None:
     """
     name = path.name.lower()
     if not name.endswith(OUTPUT_SUFFIXES):
-        raise OutputError(
-            f"Cannot write '{path}': unsupported file type. Use one of {', '.join(OUTPUT_SUFFIXES)}."
-        )
+        raise OutputError(f"Cannot write '{path}': unsupported file type. Use one of {', '.join(OUTPUT_SUFFIXES)}.")
     if not path.parent.is_dir():
-        raise OutputError(
-            f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first."
-        )
+        raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -198,7 +242,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from samtune.predict import PredictConfig, box_prompts_from_ijk, merge_prompts, point_prompts_from_ijk
 
     check_output_path(args.out)
-    get_backbone(args.model)  # an unknown name fails before any reading
+    trained = Path(args.model).is_dir()
+    if not trained:
+        get_backbone(args.model)  # an unknown name fails before any reading
     intensity = IntensityConfig(
         mode=args.intensity,
         ct_preset=args.ct_preset,
@@ -226,7 +272,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if points:
             maps.append(point_prompts_from_ijk(points, labels, axis=axis))
         prompts = merge_prompts(*maps)
-    model = build_model(args.model, weights=args.weights, device=device)
+    if trained:
+        from samtune.io.model_folder import load_trained_model
+
+        model, card = load_trained_model(args.model, device=device, backbone_weights=args.weights)
+        if args.name == "Segment_1":
+            args.name = card.get("structure", args.name)
+    else:
+        model = build_model(args.model, weights=args.weights, device=device)
     mode = "prompted" if prompts is not None else "automatic"
     print(f"Segmenting {args.image} with {args.model} on {device} ({mode} mode)", file=sys.stderr)
     started = time.perf_counter()
@@ -240,12 +293,61 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         f"Wrote {args.out} ({n_fg} foreground voxels) in {time.perf_counter() - started:.1f} s",
         file=sys.stderr,
     )
-    if n_fg == 0 and prompts is None:
+    if n_fg == 0 and prompts is None and not trained:
         print(
             "The prediction is empty: pretrained backbones segment nothing without prompts. "
             "Give --box or --point, or use a fine-tuned model.",
             file=sys.stderr,
         )
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    import json
+
+    from samtune.train.presets import list_presets
+
+    presets = list_presets()
+    if args.json:
+        print(json.dumps([p.__dict__ for p in presets], indent=2))
+        return 0
+    for p in presets:
+        config = p.train_config()
+        print(f"{p.name}  ({config.backbone}, {config.finetune.method}, {config.finetune.scope})")
+        print(f"    {p.description}")
+        print(f"    When: {p.when_to_use}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from samtune.train.manifest import cases_from_manifest
+    from samtune.train.presets import load_preset
+    from samtune.train.run import fine_tune
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise OutputError(f"Model folder '{args.out}' already exists and is not empty. Choose a new --out.")
+    if not args.out.parent.is_dir():
+        raise OutputError(f"Cannot create '{args.out}': the folder '{args.out.parent}' does not exist.")
+    overrides = parse_overrides(args.set)
+    if args.device:
+        overrides["device"] = args.device
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    config = load_preset(args.preset).train_config(overrides)
+    cases = cases_from_manifest(args.train_manifest, structure=args.structure)
+    print(f"Training {args.preset} ({config.backbone}) on {len(cases)} case(s)", file=sys.stderr)
+    with ProgressBar("train", enabled=not args.quiet) as bar:
+
+        def on_event(event: dict[str, object]) -> None:
+            if event["type"] == "progress":
+                bar.update(int(event["step"]), int(event["total"]), str(event.get("stage", "")))  # type: ignore[call-overload]
+            elif event["type"] == "metrics":
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in event.items() if k != "type"}
+                print(f"\n{shown}" if bar.enabled else shown, file=sys.stderr)
+
+        outcome = fine_tune(cases, config, out_dir=args.out, on_event=on_event, backbone_weights=args.weights)
+    best = outcome.result.history[outcome.result.best_epoch - 1] if outcome.result.best_epoch else {}
+    print(f"Wrote model {outcome.folder} (best epoch {outcome.result.best_epoch}: {best})", file=sys.stderr)
     return 0
 
 

@@ -89,6 +89,4 @@ def unknown_name(what: str, name: str, choices: Iterable[str]) -> UnknownNameErr
         choices: The valid values.
     """
     valid = sorted(choices)
-    return UnknownNameError(
-        f"Unknown {what} '{name}'.{did_you_mean(name, valid)} Valid {what}s: {', '.join(valid)}."
-    )
+    return UnknownNameError(f"Unknown {what} '{name}'.{did_you_mean(name, valid)} Valid {what}s: {', '.join(valid)}.")

@@ -24,3 +24,50 @@ def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     if total == 0:
         return 1.0
     return 2.0 * int(np.logical_and(p, r).sum()) / total
+
+
+def normalized_surface_dice(
+    prediction: np.ndarray, reference: np.ndarray, *, spacing: tuple[float, ...], tolerance_mm: float = 1.0
+) -> float:
+    """Normalised surface Dice (NSD): share of both surfaces within ``tolerance_mm`` of the other.
+
+    Args:
+        prediction: 2D or 3D mask (numpy order).
+        reference: Mask of the same shape.
+        spacing: Voxel size in mm per numpy axis (``(row, col)`` or ``(k, j, i)``).
+        tolerance_mm: Distance within which surfaces count as agreeing.
+
+    Returns:
+        In [0, 1]; 1.0 when both masks are empty, 0.0 when exactly one is.
+    """
+    import SimpleITK as sitk
+
+    p = np.asarray(prediction) != 0
+    r = np.asarray(reference) != 0
+    if p.shape != r.shape:
+        raise GeometryMismatchError(f"Cannot compare masks of shapes {p.shape} and {r.shape}.")
+    if not p.any() and not r.any():
+        return 1.0
+    if not p.any() or not r.any():
+        return 0.0
+
+    def surface_and_distance(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        image.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+        contour = sitk.GetArrayFromImage(sitk.LabelContour(image, fullyConnected=False)) != 0
+        distance = sitk.GetArrayFromImage(
+            sitk.Abs(
+                sitk.SignedMaurerDistanceMap(
+                    sitk.Cast(sitk.LabelContour(image), sitk.sitkUInt8),
+                    squaredDistance=False,
+                    useImageSpacing=True,
+                )
+            )
+        )
+        return contour, distance
+
+    p_surface, p_distance = surface_and_distance(p)
+    r_surface, r_distance = surface_and_distance(r)
+    close_p = np.count_nonzero(r_distance[p_surface] <= tolerance_mm)
+    close_r = np.count_nonzero(p_distance[r_surface] <= tolerance_mm)
+    return (close_p + close_r) / (np.count_nonzero(p_surface) + np.count_nonzero(r_surface))

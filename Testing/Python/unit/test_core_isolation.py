@@ -68,8 +68,6 @@ def test_no_gui_import_statement_in_core_sources() -> None:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             stripped = line.strip()
             for name in BLOCKED:
-                if stripped.startswith((f"import {name}", f"from {name} ")) or stripped.startswith(
-                    f"from {name}."
-                ):
+                if stripped.startswith((f"import {name}", f"from {name} ")) or stripped.startswith(f"from {name}."):
                     offenders.append(f"{path}:{number}: {stripped}")
     assert offenders == []

@@ -60,9 +60,7 @@ def test_module_cmake_lists_every_script_and_resource() -> None:
     scripts = set(cmake_list(text, "MODULE_PYTHON_SCRIPTS"))
     resources = set(cmake_list(text, "MODULE_PYTHON_RESOURCES"))
 
-    on_disk_scripts = {
-        p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts
-    }
+    on_disk_scripts = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts}
     on_disk_resources = {
         p.relative_to(MODULE).as_posix()
         for p in (MODULE / "Resources").rglob("*")

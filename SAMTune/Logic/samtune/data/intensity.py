@@ -117,9 +117,7 @@ def normalize_intensity(array: np.ndarray, config: IntensityConfig | None = None
     if values.dtype.kind not in "uifb":
         raise DataError(f"Image voxels must be numbers, got dtype {values.dtype}.")
     if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-        raise DataError(
-            "The image contains NaN or infinite values. Replace them (e.g. by the background value) first."
-        )
+        raise DataError("The image contains NaN or infinite values. Replace them (e.g. by the background value) first.")
     bounds = intensity_bounds(values, config)
     data = values.astype(np.float32, copy=False)
     if bounds is None:

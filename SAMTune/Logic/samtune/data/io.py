@@ -91,9 +91,7 @@ def _read_segmentation_layers(image: sitk.Image, path: Path) -> tuple[np.ndarray
     n = 0
     while f"Segment{n}_ID" in keys:
         name = image.GetMetaData(f"Segment{n}_Name") if f"Segment{n}_Name" in keys else f"Segment_{n + 1}"
-        value = (
-            int(image.GetMetaData(f"Segment{n}_LabelValue")) if f"Segment{n}_LabelValue" in keys else n + 1
-        )
+        value = int(image.GetMetaData(f"Segment{n}_LabelValue")) if f"Segment{n}_LabelValue" in keys else n + 1
         layer = int(image.GetMetaData(f"Segment{n}_Layer")) if f"Segment{n}_Layer" in keys else 0
         names[name] = value
         layers[name] = layer
@@ -180,9 +178,7 @@ def _check_output(path: Path, allowed: tuple[str, ...]) -> str:
     if suffix not in allowed:
         raise OutputError(f"Cannot write '{path}': unsupported file type. Use one of {', '.join(allowed)}.")
     if not path.parent.is_dir():
-        raise OutputError(
-            f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first."
-        )
+        raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
     return suffix
 
 

@@ -28,9 +28,7 @@ def validate_structures(label: np.ndarray, structures: dict[str, int], *, source
     label = np.asarray(label)
     foreground = label != 0
     if not foreground.any():
-        raise LabelError(
-            f"The {source} is empty (no labelled voxel). Paint the structure on at least one slice."
-        )
+        raise LabelError(f"The {source} is empty (no labelled voxel). Paint the structure on at least one slice.")
     if foreground.all():
         raise LabelError(
             f"Every voxel of the {source} is foreground; a label map needs background (0) too. "
@@ -40,8 +38,7 @@ def validate_structures(label: np.ndarray, structures: dict[str, int], *, source
     for name, value in structures.items():
         if int(value) not in present:
             raise LabelError(
-                f"Structure '{name}' (label value {value}) does not occur in the {source}; "
-                f"values present: {present}."
+                f"Structure '{name}' (label value {value}) does not occur in the {source}; values present: {present}."
             )
 
 

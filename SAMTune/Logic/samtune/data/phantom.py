@@ -77,9 +77,7 @@ def make_phantom(
         raise ConfigurationError(f"shape must be three positive sizes (K, J, I), got {shape}.")
     rng = np.random.default_rng(seed)
     n_k, n_j, n_i = shape
-    k, j, i = np.meshgrid(
-        np.linspace(-1, 1, n_k), np.linspace(-1, 1, n_j), np.linspace(-1, 1, n_i), indexing="ij"
-    )
+    k, j, i = np.meshgrid(np.linspace(-1, 1, n_k), np.linspace(-1, 1, n_j), np.linspace(-1, 1, n_i), indexing="ij")
     wobble = 1.0 + 0.15 * _smooth_noise(rng, shape, 16)
     body = ((j / 0.82) ** 2 + (i / 0.9) ** 2) * wobble < 1.0
 

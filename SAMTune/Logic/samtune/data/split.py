@@ -9,9 +9,7 @@ import numpy as np
 from samtune.errors import ConfigurationError, DataError
 
 
-def split_cases(
-    case_ids: Sequence[str], *, val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[str], list[str]]:
+def split_cases(case_ids: Sequence[str], *, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
     """Split case identifiers into training and validation cases.
 
     Slices of one case never straddle the split. The result depends only on the set of ids and the

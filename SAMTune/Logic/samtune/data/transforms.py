@@ -56,9 +56,7 @@ class ResizeLongestSide:
     def apply_image(self, images: torch.Tensor) -> torch.Tensor:
         """``Bx C x h x w`` float images -> ``B x C x nh x nw`` (bilinear, antialiased when shrinking)."""
         shrinking = self.new_size[0] < self.original_size[0] or self.new_size[1] < self.original_size[1]
-        return F.interpolate(
-            images, size=self.new_size, mode="bilinear", align_corners=False, antialias=shrinking
-        )
+        return F.interpolate(images, size=self.new_size, mode="bilinear", align_corners=False, antialias=shrinking)
 
     def apply_mask(self, masks: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``(B, h, w)`` binary masks -> ``(B, nh, nw)`` (nearest neighbour)."""

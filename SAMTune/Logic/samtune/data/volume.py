@@ -51,9 +51,7 @@ class Geometry:
             raise DataError(f"Direction must be a 3x3 matrix (9 numbers), got {len(direction)} numbers.")
         matrix = np.asarray(direction).reshape(3, 3)
         if not np.allclose(matrix.T @ matrix, np.eye(3), atol=1e-3):
-            raise DataError(
-                f"Direction must be orthonormal (a rotation, possibly with a flip), got {matrix.tolist()}."
-            )
+            raise DataError(f"Direction must be orthonormal (a rotation, possibly with a flip), got {matrix.tolist()}.")
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "direction", direction)

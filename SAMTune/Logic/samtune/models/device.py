@@ -30,9 +30,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         name = str(name)
     text = str(name).strip().lower()
     if not _PATTERN.match(text):
-        raise ConfigurationError(
-            f"Unknown device '{name}'. Use auto, cpu, cuda, cuda:N (N = GPU index) or mps."
-        )
+        raise ConfigurationError(f"Unknown device '{name}'. Use auto, cpu, cuda, cuda:N (N = GPU index) or mps.")
     if text == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -48,9 +46,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         index = int(text.split(":")[1]) if ":" in text else 0
         count = torch.cuda.device_count()
         if index >= count:
-            raise DeviceError(
-                f"'{name}' was requested but only {count} CUDA device(s) exist (0..{count - 1})."
-            )
+            raise DeviceError(f"'{name}' was requested but only {count} CUDA device(s) exist (0..{count - 1}).")
         return torch.device(text)
     if text == "mps" and not _mps_available():
         raise DeviceError("'mps' was requested but Apple Metal is not available here. Use --device cpu.")

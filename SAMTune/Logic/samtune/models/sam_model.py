@@ -139,9 +139,7 @@ class SamModel(nn.Module):
 
     def upscale_logits(self, low_res: torch.Tensor) -> torch.Tensor:
         """``BxMxHlxWl`` logits -> ``BxMxSxS`` at the model input size (bilinear)."""
-        return F.interpolate(
-            low_res, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
-        )
+        return F.interpolate(low_res, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
 
     def forward(
         self,

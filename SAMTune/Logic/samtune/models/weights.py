@@ -237,9 +237,7 @@ def save_state_dict(state: dict[str, torch.Tensor], path: str | Path) -> Path:
 
     path = Path(path).expanduser()
     if not path.parent.is_dir():
-        raise OutputError(
-            f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first."
-        )
+        raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
     partial = path.with_name(f".{path.name}.part")
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     try:

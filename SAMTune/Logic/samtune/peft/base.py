@@ -84,9 +84,7 @@ def matching_modules(model: nn.Module, patterns: Iterable[str]) -> list[tuple[st
     """Modules whose dotted name matches any of the shell-style ``patterns`` (``*`` spans dots)."""
     patterns = list(patterns)
     return [
-        (name, module)
-        for name, module in model.named_modules()
-        if any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        (name, module) for name, module in model.named_modules() if any(fnmatch.fnmatchcase(name, p) for p in patterns)
     ]
 
 

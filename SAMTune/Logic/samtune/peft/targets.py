@@ -69,9 +69,7 @@ def select_blocks(n_blocks: int, blocks: Sequence[int] | str | None) -> list[int
     for b in blocks:
         index = int(b) + n_blocks if int(b) < 0 else int(b)
         if not 0 <= index < n_blocks:
-            raise ConfigurationError(
-                f"Encoder block {b} does not exist: this backbone has blocks 0..{n_blocks - 1}."
-            )
+            raise ConfigurationError(f"Encoder block {b} does not exist: this backbone has blocks 0..{n_blocks - 1}.")
         chosen.append(index)
     return sorted(set(chosen))
 
@@ -82,7 +80,5 @@ def qkv_channels(attention: Any) -> dict[str, torch.Tensor]:
         return tinyvit_qkv_channels(int(attention.num_heads), int(attention.key_dim), int(attention.d))
     out = attention.qkv.out_features
     if out % 3:
-        raise ConfigurationError(
-            f"A fused qkv of width {out} is not three equal parts; unknown attention layout."
-        )
+        raise ConfigurationError(f"A fused qkv of width {out} is not three equal parts; unknown attention layout.")
     return vit_qkv_channels(out // 3)

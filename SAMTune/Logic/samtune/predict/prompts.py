@@ -52,8 +52,7 @@ class SlicePrompt:
         bad = self.boxes[(self.boxes[:, 2] < self.boxes[:, 0]) | (self.boxes[:, 3] < self.boxes[:, 1])]
         if len(bad):
             raise ConfigurationError(
-                f"Boxes must be XYXY with x1 >= x0 and y1 >= y0, got {bad[0].tolist()}. "
-                "Give the top-left corner first."
+                f"Boxes must be XYXY with x1 >= x0 and y1 >= y0, got {bad[0].tolist()}. Give the top-left corner first."
             )
 
     @property
@@ -96,9 +95,7 @@ def box_prompts_from_ijk(
     for box in boxes:
         values = [float(v) for v in box]
         if len(values) != 6:
-            raise ConfigurationError(
-                f"A 3D box needs 6 numbers (i0 j0 k0 i1 j1 k1), got {len(values)}: {values}."
-            )
+            raise ConfigurationError(f"A 3D box needs 6 numbers (i0 j0 k0 i1 j1 k1), got {len(values)}: {values}.")
         low, high = values[:3], values[3:]
         for c in range(3):
             if high[c] < low[c]:
@@ -135,8 +132,7 @@ def point_prompts_from_ijk(
         coords.append([p[x_comp], p[y_comp]])
         labs.append(int(label))
     return {
-        s: SlicePrompt(points=np.asarray(c), point_labels=np.asarray(lab))
-        for s, (c, lab) in sorted(per_slice.items())
+        s: SlicePrompt(points=np.asarray(c), point_labels=np.asarray(lab)) for s, (c, lab) in sorted(per_slice.items())
     }
 
 

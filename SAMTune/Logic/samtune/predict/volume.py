@@ -49,9 +49,7 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.threshold) < 1.0:
-            raise ConfigurationError(
-                f"threshold must be a probability strictly between 0 and 1, got {self.threshold}."
-            )
+            raise ConfigurationError(f"threshold must be a probability strictly between 0 and 1, got {self.threshold}.")
         if int(self.batch_size) < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {self.batch_size}.")
         if not 1 <= int(self.label_value) <= 65535:
@@ -189,9 +187,7 @@ def predict_volume(
         if prompts is None:
             low_res, _ = model.decode(embeddings)
         else:
-            low_res = _decode_prompted(
-                model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords
-            )
+            low_res = _decode_prompted(model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords)
         masks = grid.logits_to_masks(low_res.float(), threshold=config.threshold)
         for s, mask in zip(batch, masks):
             out_slices[s][mask] = config.label_value

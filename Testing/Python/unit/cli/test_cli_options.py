@@ -37,9 +37,7 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
         assert command in out
 
 
-def test_predict_into_missing_folder_fails_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_predict_into_missing_folder_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "no-such-folder" / "seg.nii.gz"
     code = main(["predict", "--image", str(tmp_path / "missing.nii.gz"), "--out", str(out)])
     assert code == EXIT_CODES["output"]
@@ -48,9 +46,7 @@ def test_predict_into_missing_folder_fails_before_any_work(
     assert not out.parent.exists()
 
 
-def test_predict_rejects_unsupported_output_suffix(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_predict_rejects_unsupported_output_suffix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["predict", "--image", "x.nii.gz", "--out", str(tmp_path / "seg.png")])
     assert code == EXIT_CODES["output"]
     assert ".seg.nrrd" in capsys.readouterr().err

@@ -20,9 +20,7 @@ def rotation_with_flip(degrees: float = 30.0) -> tuple[float, ...]:
 def oblique_volume() -> Volume:
     rng = np.random.default_rng(0)
     array = rng.normal(100, 20, size=(7, 33, 50)).astype(np.float32)
-    return Volume.from_array(
-        array, spacing=(0.7, 0.9, 2.5), origin=(10.0, -20.0, 30.0), direction=rotation_with_flip()
-    )
+    return Volume.from_array(array, spacing=(0.7, 0.9, 2.5), origin=(10.0, -20.0, 30.0), direction=rotation_with_flip())
 
 
 @pytest.fixture()

@@ -20,9 +20,7 @@ from samtune.errors import (
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
-def test_image_round_trip_keeps_voxels_and_geometry(
-    oblique_volume: Volume, tmp_path: Path, suffix: str
-) -> None:
+def test_image_round_trip_keeps_voxels_and_geometry(oblique_volume: Volume, tmp_path: Path, suffix: str) -> None:
     path = write_volume(oblique_volume, tmp_path / f"image{suffix}")
     back = read_volume(path)
     np.testing.assert_array_equal(back.array, oblique_volume.array)

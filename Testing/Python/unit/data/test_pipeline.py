@@ -49,9 +49,7 @@ def test_extract_and_assemble_are_inverse(axis: int) -> None:
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
-def test_mask_round_trip_is_exact_with_input_geometry(
-    oblique_volume: Volume, oblique_label: Volume, axis: int
-) -> None:
+def test_mask_round_trip_is_exact_with_input_geometry(oblique_volume: Volume, oblique_label: Volume, axis: int) -> None:
     """Voxel mask -> model space (nearest) -> back lands on exactly the same voxels."""
     size = 64  # every slice side (7, 33, 50) is upscaled
     grid = slice_grid(oblique_volume, input_size=size, axis=axis)
@@ -87,12 +85,8 @@ def test_low_resolution_logits_restore_like_full_resolution_ones() -> None:
     low = torch.zeros(1, 64, 64)
     low[0, 5:20, 10:40] = 10.0
     low[0, low[0] == 0] = -10.0
-    full = torch.nn.functional.interpolate(low[None], size=(256, 256), mode="bilinear", align_corners=False)[
-        0
-    ]
-    np.testing.assert_allclose(
-        resize.restore_logits(low).numpy(), resize.restore_logits(full).numpy(), atol=1e-5
-    )
+    full = torch.nn.functional.interpolate(low[None], size=(256, 256), mode="bilinear", align_corners=False)[0]
+    np.testing.assert_allclose(resize.restore_logits(low).numpy(), resize.restore_logits(full).numpy(), atol=1e-5)
 
 
 def test_coordinates_round_trip_exactly() -> None:

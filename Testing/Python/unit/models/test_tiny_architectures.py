@@ -19,9 +19,7 @@ def tiny(request: pytest.FixtureRequest) -> SamModel:
 
 
 def _images(model: SamModel, batch: int = 2) -> torch.Tensor:
-    return torch.randn(
-        batch, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(1)
-    )
+    return torch.randn(batch, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(1))
 
 
 def test_forward_with_boxes_points_and_no_prompt(tiny: SamModel) -> None:

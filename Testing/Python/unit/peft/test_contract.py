@@ -40,9 +40,7 @@ def _model(name: str) -> SamModel:
 def _inputs(model: SamModel) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
     size = model.input_size
-    return torch.randn(2, 3, size, size, generator=g), torch.tensor(
-        [[10.0, 10, 120, 130], [30, 40, 200, 180]]
-    )
+    return torch.randn(2, 3, size, size, generator=g), torch.tensor([[10.0, 10, 120, 130], [30, 40, 200, 180]])
 
 
 def _perturb(model: SamModel) -> None:

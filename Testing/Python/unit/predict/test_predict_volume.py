@@ -28,9 +28,7 @@ def phantom() -> tuple[Volume, Volume]:
 def test_automatic_prediction_keeps_grid_and_geometry(tiny: SamModel, phantom: tuple[Volume, Volume]) -> None:
     image, _ = phantom
     calls: list[tuple[int, int]] = []
-    label = predict_volume(
-        tiny, image, PredictConfig(batch_size=4), progress=lambda d, t, m: calls.append((d, t))
-    )
+    label = predict_volume(tiny, image, PredictConfig(batch_size=4), progress=lambda d, t, m: calls.append((d, t)))
     assert label.shape == image.shape and label.geometry == image.geometry
     assert label.array.dtype == np.uint8 and set(np.unique(label.array)) <= {0, 1}
     assert calls == [(4, 6), (6, 6)]

@@ -16,9 +16,7 @@ _DECODER_SERIAL = (
 _DECODER_PARALLEL = ("mask_decoder.transformer.layers.*.mlp",)
 
 
-def inject_adapters(
-    model: nn.Module, config: AdapterConfig, *, scope_encoder: bool = True
-) -> list[InjectionReport]:
+def inject_adapters(model: nn.Module, config: AdapterConfig, *, scope_encoder: bool = True) -> list[InjectionReport]:
     """Add adapters to the chosen encoder blocks and/or the decoder (each wrapper has its own weights)."""
     reports = []
 
@@ -59,7 +57,5 @@ def inject_adapters(
                 what="decoder cross-attention",
             )
         )
-        reports.append(
-            inject(model, _DECODER_PARALLEL, parallel, method="adapter (decoder mlp)", what="decoder MLP")
-        )
+        reports.append(inject(model, _DECODER_PARALLEL, parallel, method="adapter (decoder mlp)", what="decoder MLP"))
     return reports

@@ -41,9 +41,7 @@ class LoRAConfig:
             raise ConfigurationError(f"LoRA dropout must be in [0, 1), got {self.dropout}.")
         bad = [p for p in self.encoder_projections if p not in ("q", "k", "v")]
         if bad or not self.encoder_projections:
-            raise ConfigurationError(
-                f"encoder_projections must be a non-empty subset of q, k, v; got {bad or '[]'}."
-            )
+            raise ConfigurationError(f"encoder_projections must be a non-empty subset of q, k, v; got {bad or '[]'}.")
         bad = [p for p in self.decoder_projections if p not in ("q_proj", "k_proj", "v_proj")]
         if bad or not self.decoder_projections:
             raise ConfigurationError(

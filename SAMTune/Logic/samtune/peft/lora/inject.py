@@ -45,7 +45,5 @@ def inject_lora(model: nn.Module, config: LoRAConfig, *, scope_encoder: bool = T
         def make_linear(name: str, module: nn.Module) -> nn.Module:
             return LoRALinear(module, rank=config.rank, alpha=config.alpha, dropout=config.dropout)  # type: ignore[arg-type]
 
-        reports.append(
-            inject(model, patterns, make_linear, method="lora (decoder)", what="decoder attention")
-        )
+        reports.append(inject(model, patterns, make_linear, method="lora (decoder)", what="decoder attention"))
     return reports

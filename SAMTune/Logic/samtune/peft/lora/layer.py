@@ -92,9 +92,7 @@ class FusedQKVLoRA(PeftWrapper):
         super().__init__(base_layer)
         unknown = [p for p in projections if p not in ("q", "k", "v")]
         if unknown or not projections:
-            raise ConfigurationError(
-                f"qkv projections must be a non-empty subset of q, k, v; got {list(projections)}."
-            )
+            raise ConfigurationError(f"qkv projections must be a non-empty subset of q, k, v; got {list(projections)}.")
         total = sum(len(c) for c in channels.values())
         if total != base_layer.out_features:
             raise ConfigurationError(
@@ -132,9 +130,7 @@ class FusedQKVLoRA(PeftWrapper):
         weight = self.base_layer.weight
         full = torch.zeros_like(weight)
         for p in self.projections:
-            full[self._index(p)] = (self.scaling * self.lora_B[p].weight @ self.lora_A[p].weight).to(
-                weight.dtype
-            )
+            full[self._index(p)] = (self.scaling * self.lora_B[p].weight @ self.lora_A[p].weight).to(weight.dtype)
         return full
 
     @torch.no_grad()

@@ -1,0 +1,153 @@
+"""A trained model is a folder: the trainable weights only (safetensors) and a JSON model card.
+
+The card records the backbone and the SHA-256 of its weights, the full training configuration,
+the structure, a training-data summary, validation metrics, versions and the date. Loading
+refuses a model whose backbone weights differ from those it was trained on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import samtune
+from samtune.errors import OutputError, WeightsError
+from samtune.models import (
+    build_model,
+    get_backbone,
+    load_checkpoint,
+    locate_weights,
+    save_state_dict,
+    sha256_file,
+)
+from samtune.models.sam_model import SamModel
+from samtune.peft.apply import FineTuneConfig, apply_finetuning
+
+MODEL_CARD = "model_card.json"
+MODEL_WEIGHTS = "weights.safetensors"
+CARD_VERSION = 1
+
+
+def backbone_hash(name: str, weights: str | Path | None = None) -> str | None:
+    """SHA-256 of the weights file a backbone loads from (``None`` when there is none)."""
+    path = locate_weights(get_backbone(name), path=weights)
+    return sha256_file(path) if path is not None and path.is_file() else None
+
+
+def save_trained_model(
+    folder: str | Path,
+    model: SamModel,
+    *,
+    train_config: dict[str, Any],
+    structure: str,
+    data_summary: dict[str, Any],
+    metrics: dict[str, Any],
+    backbone_weights: str | Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write the model folder atomically (built in a temporary sibling folder, then renamed).
+
+    Raises:
+        OutputError: The parent folder does not exist, or ``folder`` exists and is not empty.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.parent.is_dir():
+        raise OutputError(f"Cannot write model '{folder}': the folder '{folder.parent}' does not exist.")
+    if folder.exists() and any(folder.iterdir()):
+        raise OutputError(f"Model folder '{folder}' already exists and is not empty. Choose a new name.")
+    state: dict[str, torch.Tensor] = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    card = {
+        "format": "samtune-model",
+        "card_version": CARD_VERSION,
+        "name": folder.name,
+        "backbone": model.name,
+        "backbone_sha256": None if (extra or {}).get("tiny") else backbone_hash(model.name, backbone_weights),
+        "structure": structure,
+        "training": train_config,
+        "data": data_summary,
+        "metrics": metrics,
+        "trainable_parameters": int(sum(p.numel() for p in state.values())),
+        "versions": {
+            "samtune": samtune.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_state_dict(state, staging / MODEL_WEIGHTS)
+        (staging / MODEL_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
+        if folder.exists():
+            folder.rmdir()
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_model_card(folder: str | Path) -> dict[str, Any]:
+    """The model card of a trained model folder.
+
+    Raises:
+        WeightsError: Not a SAMTune model folder, or an unreadable card.
+    """
+    folder = Path(folder).expanduser()
+    path = folder / MODEL_CARD
+    if not path.is_file():
+        raise WeightsError(
+            f"'{folder}' is not a SAMTune model folder (no {MODEL_CARD}). Pick the folder `samtune train` wrote."
+        )
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise WeightsError(f"The model card '{path}' is unreadable ({error}). The model folder is damaged.") from error
+    if card.get("format") != "samtune-model":
+        raise WeightsError(f"'{path}' is not a SAMTune model card.")
+    return card  # type: ignore[no-any-return]
+
+
+def load_trained_model(
+    folder: str | Path, *, device: str | torch.device = "cpu", backbone_weights: str | Path | None = None
+) -> tuple[SamModel, dict[str, Any]]:
+    """Rebuild a trained model: its backbone (hash-checked), its method, its weights.
+
+    Raises:
+        WeightsError: Damaged folder, or backbone weights that differ from the training ones.
+    """
+    folder = Path(folder).expanduser()
+    card = read_model_card(folder)
+    tiny = bool(card.get("tiny", False))
+    expected = card.get("backbone_sha256")
+    actual = None if tiny else backbone_hash(card["backbone"], backbone_weights)
+    if expected and actual != expected:
+        raise WeightsError(
+            f"Model '{folder.name}' was trained on {card['backbone']} weights with SHA-256 {expected}, but the "
+            f"weights found now hash to {actual}. Use the same backbone file it was trained with (--weights)."
+        )
+    model = build_model(card["backbone"], weights=backbone_weights, device="cpu", tiny=tiny)
+    finetune = FineTuneConfig(**{k: v for k, v in card["training"]["finetune"].items()})
+    apply_finetuning(model, finetune)
+    state = load_checkpoint(folder / MODEL_WEIGHTS)
+    parameters = dict(model.named_parameters())
+    unknown = [k for k in state if k not in parameters]
+    if unknown:
+        raise WeightsError(f"'{folder / MODEL_WEIGHTS}' has weights the model does not have (e.g. {unknown[:3]}).")
+    with torch.no_grad():
+        for name, value in state.items():
+            parameters[name].copy_(value)
+    from samtune.models import resolve_device
+
+    model.to(resolve_device(device) if isinstance(device, str) else device)
+    model.eval()
+    return model, card

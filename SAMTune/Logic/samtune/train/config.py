@@ -1,0 +1,150 @@
+"""The training configuration: one dataclass tree, validated, JSON round-trippable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from samtune.config_io import config_from_dict, config_to_dict
+from samtune.data.intensity import IntensityConfig
+from samtune.data.labels import EmptySlicePolicy
+from samtune.data.pipeline import SliceConfig
+from samtune.enums import StrEnum
+from samtune.errors import ConfigurationError
+from samtune.models.registry import get_backbone
+from samtune.peft.apply import FineTuneConfig, Method, Scope
+from samtune.train.augment import AugmentConfig
+from samtune.train.losses import LossKind
+
+
+class PromptMode(StrEnum):
+    """What the model is trained to answer to."""
+
+    AUTOMATIC = "automatic"  # no prompt (prompt-free segmentation)
+    BOX = "box"  # simulated boxes
+    POINT = "point"  # simulated positive points
+
+
+class Optimiser(StrEnum):
+    """Plain single-level training or BLO-SAM's bi-level optimisation."""
+
+    PLAIN = "plain"
+    BILEVEL = "bilevel"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (a preset fills it; every field can be overridden).
+
+    Attributes:
+        backbone: Backbone name (see ``samtune models``).
+        finetune: Method (vanilla/lora/adapter/conv_lora), scope and the method's settings.
+        optimiser: ``plain`` (``bilevel`` is BLO-SAM).
+        prompt_mode: ``automatic``, ``box`` or ``point``.
+        epochs: Passes over the training slices.
+        batch_size: Slices per step.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps before polynomial decay.
+        poly_power: Exponent of the polynomial decay.
+        loss: ``dice_ce`` or ``structure``.
+        dice_weight: Weight of the Dice term (``dice_ce``).
+        ce_weight: Weight of the cross-entropy term (``dice_ce``).
+        val_fraction: Fraction of cases held out for validation (case level).
+        patience: Early stopping after this many validations without improvement (0 = never).
+        seed: Seed of every random choice; equal seeds give equal runs on the same device.
+        empty_slices: What to do with ground-truth slices without the structure.
+        empty_keep_fraction: Fraction of those kept with ``keep_fraction``.
+        slices: Slice axis, intensity and 2.5D settings.
+        augment: Augmentation (not applied to cached embeddings, see ``embedding_cache``).
+        embedding_cache: ``auto`` (when the encoder is frozen), ``on`` or ``off``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        mixed_precision: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` or ``off``.
+        gradient_checkpointing: Recompute encoder activations in the backward pass (saves GPU memory).
+        nsd_tolerance_mm: Tolerance of the normalised surface Dice.
+        checkpoint_every: Save a resumable checkpoint every N epochs.
+    """
+
+    backbone: str = "litemedsam"
+    finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    optimiser: str = "plain"
+    prompt_mode: str = "automatic"
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    poly_power: float = 0.9
+    loss: str = "dice_ce"
+    dice_weight: float = 0.5
+    ce_weight: float = 0.5
+    val_fraction: float = 0.2
+    patience: int = 20
+    seed: int = 0
+    empty_slices: str = "keep_fraction"
+    empty_keep_fraction: float = 0.1
+    slices: SliceConfig = field(default_factory=SliceConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    embedding_cache: str = "auto"
+    device: str = "auto"
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    nsd_tolerance_mm: float = 1.0
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        get_backbone(self.backbone)
+        if isinstance(self.finetune, dict):
+            self.finetune = config_from_dict(FineTuneConfig, self.finetune, where="finetune")
+        if isinstance(self.slices, dict):
+            data = dict(self.slices)
+            if isinstance(data.get("intensity"), dict):
+                data["intensity"] = config_from_dict(IntensityConfig, data["intensity"], where="slices.intensity")
+            self.slices = config_from_dict(SliceConfig, data, where="slices")
+        if isinstance(self.augment, dict):
+            self.augment = config_from_dict(AugmentConfig, self.augment, where="augment")
+        self.optimiser = Optimiser.parse(self.optimiser, what="optimiser").value
+        self.prompt_mode = PromptMode.parse(self.prompt_mode, what="prompt mode").value
+        self.loss = LossKind.parse(self.loss, what="loss").value
+        self.empty_slices = EmptySlicePolicy.parse(self.empty_slices, what="empty-slice policy").value
+        if self.embedding_cache not in ("auto", "on", "off"):
+            raise ConfigurationError(f"embedding_cache must be auto, on or off, got '{self.embedding_cache}'.")
+        if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigurationError(f"mixed_precision must be auto, bf16, fp16 or off, got '{self.mixed_precision}'.")
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if float(self.lr) <= 0:
+            raise ConfigurationError(f"lr must be positive, got {self.lr}.")
+        if not 0.0 <= float(self.val_fraction) < 1.0:
+            raise ConfigurationError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
+        if self.dice_weight < 0 or self.ce_weight < 0 or self.dice_weight + self.ce_weight == 0:
+            raise ConfigurationError("dice_weight and ce_weight must be >= 0 and not both 0.")
+        if self.optimiser == Optimiser.BILEVEL.value:
+            raise ConfigurationError("optimiser 'bilevel' (BLO-SAM) is not available in this version; use 'plain'.")
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """True when no encoder parameter learns (so image embeddings can be cached)."""
+        method = Method.parse(self.finetune.method)
+        return method is not Method.CONV_LORA and Scope.parse(self.finetune.scope) is Scope.DECODER
+
+    @property
+    def uses_cache(self) -> bool:
+        """Whether this run uses the image-embedding cache."""
+        if self.embedding_cache == "on":
+            if not self.encoder_frozen:
+                raise ConfigurationError(
+                    "embedding_cache 'on' needs a frozen encoder (scope 'decoder', not Conv-LoRA)."
+                )
+            return True
+        return self.embedding_cache == "auto" and self.encoder_frozen
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys raise :class:`ConfigurationError` naming them."""
+        return config_from_dict(cls, data)

@@ -1,0 +1,79 @@
+"""Presets: JSON files (``SAMTune/Resources/presets/*.json``) that fill a training configuration.
+
+Each file has ``name``, ``title``, ``description`` (one line for the GUI), ``when_to_use``,
+``source`` (the paper it follows) and ``config`` (a partial :class:`TrainConfig`). Every field can be
+overridden. ``SAMTUNE_PRESETS_DIR`` points to another folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from samtune.config_io import merge_overrides
+from samtune.errors import ConfigurationError, unknown_name
+from samtune.train.config import TrainConfig
+
+_REQUIRED = ("name", "title", "description", "when_to_use", "source", "config")
+
+
+def presets_dir() -> Path:
+    """Folder holding the preset files (the extension's ``Resources/presets``)."""
+    if os.environ.get("SAMTUNE_PRESETS_DIR"):
+        return Path(os.environ["SAMTUNE_PRESETS_DIR"]).expanduser()
+    return Path(__file__).resolve().parents[3] / "Resources" / "presets"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named training strategy."""
+
+    name: str
+    title: str
+    description: str
+    when_to_use: str
+    source: str
+    config: dict[str, Any]
+
+    def train_config(self, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """The preset's configuration with ``overrides`` deep-merged in (unknown keys are errors)."""
+        return TrainConfig.from_dict(merge_overrides(self.config, overrides or {}))
+
+
+def _read(path: Path) -> Preset:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigurationError(f"Preset file '{path}' is not valid JSON: {error}") from error
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise ConfigurationError(f"Preset file '{path}' lacks {missing}.")
+    unknown = sorted(set(data) - set(_REQUIRED))
+    if unknown:
+        raise ConfigurationError(f"Preset file '{path}' has unknown keys {unknown}.")
+    return Preset(**{k: data[k] for k in _REQUIRED})
+
+
+def list_presets() -> list[Preset]:
+    """Every preset in :func:`presets_dir`, sorted by name."""
+    folder = presets_dir()
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"Preset folder '{folder}' does not exist. Set SAMTUNE_PRESETS_DIR to the presets folder."
+        )
+    return sorted((_read(p) for p in folder.glob("*.json")), key=lambda p: p.name)
+
+
+def load_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises:
+        UnknownNameError: With the valid names and the nearest one.
+    """
+    presets = {p.name: p for p in list_presets()}
+    if name not in presets:
+        raise unknown_name("preset", name, presets)
+    return presets[name]

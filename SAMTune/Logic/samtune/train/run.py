@@ -1,0 +1,131 @@
+"""Fine-tune end to end: build the backbone, inject the method, split, train, save the model folder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samtune.data.split import split_cases
+from samtune.errors import DataError
+from samtune.models import build_model, resolve_device
+from samtune.models.sam_model import SamModel
+from samtune.peft.apply import apply_finetuning
+from samtune.train.config import TrainConfig
+from samtune.train.data import SliceSamples, TrainingCase, build_samples
+from samtune.train.trainer import EventCallback, Trainer, TrainResult
+
+
+@dataclass
+class FineTuneOutcome:
+    """What :func:`fine_tune` produced.
+
+    Attributes:
+        model: The fine-tuned model (best epoch), in eval mode.
+        result: Metrics history and best epoch.
+        summary: Training-data summary for the model card.
+        folder: The saved model folder, if ``out_dir`` was given.
+    """
+
+    model: SamModel
+    result: TrainResult
+    summary: dict[str, Any]
+    folder: Path | None = None
+
+
+def _summary(train: SliceSamples, val: SliceSamples | None, cases: Sequence[TrainingCase]) -> dict[str, Any]:
+    return {
+        "cases": len(cases),
+        "train_cases": sorted(set(train.case_ids)),
+        "val_cases": sorted(set(val.case_ids)) if val is not None else [],
+        "train_slices": len(train),
+        "val_slices": len(val) if val is not None else 0,
+        "spacing_mm": [list(c.image.spacing) for c in cases],
+        "structures": sorted({c.structure for c in cases}),
+    }
+
+
+def fine_tune(
+    cases: Sequence[TrainingCase],
+    config: TrainConfig,
+    *,
+    model: SamModel | None = None,
+    out_dir: str | Path | None = None,
+    on_event: EventCallback | None = None,
+    backbone_weights: str | Path | None = None,
+) -> FineTuneOutcome:
+    """Fine-tune ``config.backbone`` on ``cases`` and optionally save the model folder.
+
+    Args:
+        cases: Labelled training cases (one structure each; see :class:`TrainingCase`).
+        config: Training configuration (usually from a preset).
+        model: A ready model instead of building ``config.backbone`` (tests pass tiny ones).
+        out_dir: Model folder to write (must not exist or be empty).
+        on_event: Progress/metrics callback.
+        backbone_weights: Explicit weights file for the backbone.
+
+    Raises:
+        DataError: No labelled slice; a validation split with fewer than two cases.
+        ConfigurationError, WeightsError, DeviceError: From configuration, weights and device checks.
+    """
+    structures = {c.structure for c in cases}
+    if len(structures) > 1:
+        raise DataError(
+            f"One training run learns one structure; got {sorted(structures)}. Train one model per structure."
+        )
+    device = resolve_device(config.device)
+    tiny = model is not None and getattr(model, "tiny", False)
+    if model is None:
+        model = build_model(config.backbone, weights=backbone_weights, device=device)
+    else:
+        model.to(device)
+    apply_finetuning(model, config.finetune)
+    ids = [c.case_id for c in cases]
+    if config.val_fraction > 0 and len(ids) >= 2:
+        train_ids, val_ids = split_cases(ids, val_fraction=config.val_fraction, seed=config.seed)
+    elif config.val_fraction > 0:
+        raise DataError(
+            f"A validation split needs at least two labelled cases, got {len(ids)}. Add a case or set "
+            "val_fraction to 0 (no validation Dice is then reported)."
+        )
+    else:
+        train_ids, val_ids = ids, []
+
+    def samples(selected: list[str]) -> SliceSamples:
+        chosen = [c for c in cases if c.case_id in selected]
+        return build_samples(
+            chosen,
+            input_size=model.input_size,
+            pixel_norm=model.pixel_norm,
+            slices=config.slices,
+            empty_policy=config.empty_slices,
+            keep_fraction=config.empty_keep_fraction,
+            seed=config.seed,
+        )
+
+    train = samples(train_ids)
+    val = samples(val_ids) if val_ids else None
+    trainer = Trainer(model, config, train, val, on_event=on_event)
+    result = trainer.fit()
+    trainer.load_best(result)
+    model.eval()
+    summary = _summary(train, val, cases)
+    folder = None
+    if out_dir is not None:
+        from samtune.io.model_folder import save_trained_model
+
+        best = result.history[result.best_epoch - 1] if result.best_epoch else {}
+        folder = save_trained_model(
+            out_dir,
+            model,
+            train_config=config.to_dict(),
+            structure=next(iter(structures)),
+            data_summary=summary,
+            metrics={k: float(v) for k, v in best.items() if isinstance(v, (int, float, np.floating))},
+            backbone_weights=backbone_weights,
+            extra={"tiny": True} if tiny else None,
+        )
+    return FineTuneOutcome(model, result, summary, folder)

@@ -1,0 +1,117 @@
+"""Losses, schedule, augmentation, simulated prompts, NSD and configuration, on hand-made inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from samtune.errors import ConfigurationError, UnknownNameError
+from samtune.metrics import normalized_surface_dice
+from samtune.train import (
+    AugmentConfig,
+    TrainConfig,
+    augment_batch,
+    dice_ce_loss,
+    list_presets,
+    load_preset,
+    soft_dice_loss,
+    structure_loss,
+    warmup_poly_factor,
+)
+from samtune.train.prompts import simulate_box, simulate_point
+
+
+def test_dice_and_ce_losses_by_hand() -> None:
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., :2, :] = 1
+    right = torch.where(target > 0, 20.0, -20.0)
+    wrong = -right
+    assert soft_dice_loss(right, target) == pytest.approx(0.0, abs=1e-6)
+    assert soft_dice_loss(wrong, target) == pytest.approx(1 - 1 / 17, abs=1e-3)  # 1 - (2*0+1)/(8+8+1)
+    assert dice_ce_loss(right, target) == pytest.approx(0.0, abs=1e-6)
+    only_ce = dice_ce_loss(torch.zeros(1, 1, 4, 4), target, dice_weight=0.0, ce_weight=1.0)
+    assert only_ce == pytest.approx(np.log(2), abs=1e-6)
+    assert structure_loss(right, target) < structure_loss(wrong, target)
+
+
+def test_warmup_then_poly_decay() -> None:
+    factors = [warmup_poly_factor(s, total_steps=14, warmup_steps=4) for s in range(14)]
+    assert factors[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert factors[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert warmup_poly_factor(14, total_steps=14, warmup_steps=4) == 0.0
+    assert warmup_poly_factor(0, total_steps=10, warmup_steps=0) == 1.0  # no stray tiny first step
+
+
+def test_augmentation_moves_image_and_mask_together() -> None:
+    mask = torch.zeros(3, 32, 32, dtype=torch.bool)
+    mask[:, 4:14, 6:25] = True
+    image = mask[:, None].float().repeat(1, 3, 1, 1)
+    config = AugmentConfig(flip=0.5, rotate_p=1.0, rotate_degrees=40, zoom_p=1.0, intensity_p=0.0, equalize_p=0.0)
+    images, masks = augment_batch(image, mask, config, torch.Generator().manual_seed(1))
+    moved = images[:, 0] > 0.5
+    assert not torch.equal(masks, mask)  # something happened
+    agreement = (moved == masks).float().mean()
+    assert agreement > 0.98  # the image's bright rectangle is where the mask went
+    again, again_masks = augment_batch(image, mask, config, torch.Generator().manual_seed(1))
+    assert torch.equal(again, images) and torch.equal(again_masks, masks)
+    same, same_mask = augment_batch(image, mask, AugmentConfig(enabled=False), torch.Generator())
+    assert same is image and same_mask is mask
+    with pytest.raises(ConfigurationError, match="probability"):
+        AugmentConfig(flip=2.0)
+
+
+def test_simulated_box_and_point() -> None:
+    rng = np.random.default_rng(0)
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[20:60, 30:50] = True  # 40 rows x 20 columns
+    mask[90:95, 90:95] = True  # a smaller second object: the box follows the largest one
+    for _ in range(50):
+        x0, y0, x1, y1 = simulate_box(mask, rng)
+        assert abs(x0 - 30) <= 20 and abs(x1 - 49) <= 20 and abs(y0 - 20) <= 20 and abs(y1 - 59) <= 20
+        assert x1 < 90 or abs(x1 - 49) <= 20
+        x, y = simulate_point(mask, rng)
+        assert mask[int(y), int(x)]
+        assert min(x - 30, 49 - x, y - 20, 59 - y) >= 3  # away from the edge (deeper than the median)
+
+
+def test_nsd_by_hand() -> None:
+    a = np.zeros((20, 20), dtype=bool)
+    a[5:15, 5:15] = True
+    shifted = np.roll(a, 1, axis=1)
+    far = np.roll(a, 4, axis=1)
+    assert normalized_surface_dice(a, a, spacing=(1.0, 1.0)) == 1.0
+    assert normalized_surface_dice(a, shifted, spacing=(1.0, 1.0), tolerance_mm=1.0) == 1.0
+    assert normalized_surface_dice(a, far, spacing=(1.0, 1.0), tolerance_mm=1.0) < 0.7
+    assert normalized_surface_dice(a, far, spacing=(0.25, 0.25), tolerance_mm=1.0) == 1.0  # 4 px = 1 mm
+    assert normalized_surface_dice(a, np.zeros_like(a), spacing=(1.0, 1.0)) == 0.0
+
+
+def test_config_round_trip_and_unknown_keys() -> None:
+    config = TrainConfig(epochs=3, finetune={"method": "adapter", "scope": "encoder_decoder"})
+    again = TrainConfig.from_dict(config.to_dict())
+    assert again == config
+    with pytest.raises(ConfigurationError, match="Unknown configuration key 'epoch'. Did you mean 'epochs'"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigurationError, match="finetune.lora.rnak"):
+        TrainConfig.from_dict({"finetune": {"lora": {"rnak": 3}}})
+    with pytest.raises(ConfigurationError, match="bilevel"):
+        TrainConfig(optimiser="bilevel")
+    with pytest.raises(ConfigurationError, match="Did you mean 'automatic'"):
+        TrainConfig(prompt_mode="automatik")
+    assert TrainConfig(finetune={"method": "lora", "scope": "decoder"}).uses_cache
+    assert not TrainConfig(finetune={"method": "conv_lora", "scope": "decoder"}).uses_cache
+
+
+def test_presets_are_complete_and_overridable() -> None:
+    presets = {p.name: p for p in list_presets()}
+    assert {"cpu_quick", "single_dataset", "few_shot", "interactive", "conv_lora"} <= set(presets)
+    for preset in presets.values():
+        assert preset.description and preset.when_to_use and preset.source
+        preset.train_config()  # every preset is a valid configuration
+    few = presets["few_shot"].train_config({"epochs": 2, "finetune": {"adapter": {"ratio": 0.5}}})
+    assert few.epochs == 2 and few.finetune.adapter.ratio == 0.5 and few.finetune.method == "adapter"
+    assert presets["interactive"].train_config().prompt_mode == "box"
+    with pytest.raises(UnknownNameError, match="Did you mean 'few_shot'"):
+        load_preset("fewshot")
