@@ -164,7 +164,8 @@ class Trainer:
             total = loss + balance
         if not torch.isfinite(total):
             raise TrainingDivergedError(
-                f"The loss became {float(total)} at step {self.scheduler.last_epoch + 1}. Lower the learning rate "
+                f"The loss became {float(total.detach())} at step {self.scheduler.last_epoch + 1}. "
+                "Lower the learning rate "
                 f"(now {self.config.lr}) or switch mixed precision off; the last good checkpoint is kept."
             )
         self.optimizer.zero_grad(set_to_none=True)
