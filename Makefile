@@ -31,7 +31,9 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 benchmark: $(STAMP)
-	$(PY) benchmarks/bench_prediction.py
+	mkdir -p benchmarks/results
+	$(PY) benchmarks/bench_prediction.py --json benchmarks/results/prediction_cpu.json
+	$(PY) benchmarks/bench_training.py --json benchmarks/results/training_cpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

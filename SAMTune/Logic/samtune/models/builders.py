@@ -241,6 +241,7 @@ def build_model(
     spec = get_backbone(name)
     target = resolve_device(device) if isinstance(device, str) else device
     model = _BUILDERS[spec.family](spec, tiny=tiny)
+    model.tiny = tiny
     if pretrained and not tiny:
         path = locate_weights(spec, path=weights)
         if path is None or not path.is_file():

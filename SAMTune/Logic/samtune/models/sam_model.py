@@ -31,6 +31,7 @@ class SamModel(nn.Module):
         family: Architecture family.
         input_size: ``S``, the side of the square model input.
         pixel_norm: Pixel normalisation the encoder expects.
+        tiny: Whether this is a tiny random test configuration.
     """
 
     def __init__(
@@ -43,8 +44,11 @@ class SamModel(nn.Module):
         family: BackboneFamily,
         input_size: int,
         pixel_norm: PixelNorm,
+        tiny: bool = False,
     ) -> None:
         super().__init__()
+        #: A tiny randomly initialised test configuration (no pretrained weights).
+        self.tiny = bool(tiny)
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder

@@ -77,12 +77,16 @@ def fine_tune(
             f"One training run learns one structure; got {sorted(structures)}. Train one model per structure."
         )
     device = resolve_device(config.device)
-    tiny = model is not None and getattr(model, "tiny", False)
+    tiny = model is not None and model.tiny
     if model is None:
         model = build_model(config.backbone, weights=backbone_weights, device=device)
     else:
         model.to(device)
     apply_finetuning(model, config.finetune)
+    if config.gradient_checkpointing:
+        from samtune.train.checkpointing import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
     ids = [c.case_id for c in cases]
     if config.val_fraction > 0 and len(ids) >= 2:
         train_ids, val_ids = split_cases(ids, val_fraction=config.val_fraction, seed=config.seed)

@@ -108,6 +108,9 @@ class Trainer:
             warmup_steps=config.warmup_steps,
             power=config.poly_power,
         )
+        fp16 = config.mixed_precision == "fp16" and self.device.type == "cuda"
+        #: Loss scaling for fp16 (bf16 and fp32 need none; disabled it passes values through).
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.cache: EmbeddingCache | None = None
@@ -169,8 +172,9 @@ class Trainer:
                 f"(now {self.config.lr}) or switch mixed precision off; the last good checkpoint is kept."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         return float(loss.detach()), float(balance.detach())
 

@@ -115,3 +115,28 @@ def test_presets_are_complete_and_overridable() -> None:
     assert presets["interactive"].train_config().prompt_mode == "box"
     with pytest.raises(UnknownNameError, match="Did you mean 'few_shot'"):
         load_preset("fewshot")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    from samtune.models import build_model
+    from samtune.peft import FineTuneConfig, apply_finetuning
+    from samtune.train.checkpointing import enable_gradient_checkpointing
+
+    def gradients(checkpointed: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model("sam_vit_b", tiny=True)
+        apply_finetuning(model, FineTuneConfig(method="lora", scope="encoder_decoder"))
+        if checkpointed:
+            assert enable_gradient_checkpointing(model) == 2
+        model.train()
+        for p in model.parameters():
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.02)
+        images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+        model(images, boxes=torch.tensor([[10.0, 10, 100, 100], [5, 5, 60, 80]])).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys() and plain
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6)

@@ -37,9 +37,7 @@ def _cases(n: int = 3, *, value: int = 1, first_seed: int = 0) -> list[TrainingC
 
 def _tiny(name: str = "sam_vit_b") -> SamModel:
     torch.manual_seed(0)
-    model = build_model(name, tiny=True)
-    model.tiny = True  # type: ignore[attr-defined]
-    return model
+    return build_model(name, tiny=True)
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +238,12 @@ def test_out_of_memory_suggests_the_fix(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(trainer, "train_step", out_of_memory)
     with pytest.raises(OutOfMemoryError, match="smaller batch size.*gradient_checkpointing.*CPU quick"):
         trainer.fit()
+
+
+def test_interactive_preset_trains_with_simulated_boxes(pretrained: dict[str, torch.Tensor]) -> None:
+    cases = _cases()
+    config = _config(finetune={"method": "adapter", "scope": "encoder_decoder"}, prompt_mode="box", epochs=12)
+    before = _zero_shot_dice(cases, config, pretrained)
+    outcome = fine_tune(cases, config, model=_base(pretrained))
+    best = max(h["val_dice"] for h in outcome.result.history)
+    assert best > before + DICE_MARGIN, f"box-prompted: zero-shot {before:.3f}, best {best:.3f}"
