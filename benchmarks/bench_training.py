@@ -7,6 +7,8 @@ Prints, as medians measured in this one process:
     ratio of step times measured in the same run;
   * trainable parameters and model-file size per preset.
 
+Each preset runs in its own process, so its peak resident memory is its own.
+
 Usage:  python benchmarks/bench_training.py [--repeats 3] [--threads 2] [--json out.json]
 """
 
@@ -17,6 +19,8 @@ import json
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,70 +59,76 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def bench_preset(name: str, repeats: int) -> dict[str, float | int | str]:
+    """Step times, peak memory, trainable parameters and file size of one preset (on LiteMedSAM)."""
+    preset = next(p for p in list_presets() if p.name == name)
+    config = preset.train_config({"backbone": "litemedsam", "device": "cpu", "augment": {"enabled": False}})
+    model = build_model("litemedsam")
+    apply_finetuning(model, config.finetune)
+    samples = _samples(model, config, 6)
+    row: dict[str, float | int | str] = {
+        "method": config.finetune.method,
+        "scope": config.finetune.scope,
+        "cache": str(config.uses_cache),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    for batch in (1, 4):
+        config.batch_size = batch
+        row[f"step_s_batch{batch}"] = _step_seconds(Trainer(model, config, samples), batch, repeats)
+        row[f"peak_rss_mb_after_batch{batch}"] = _peak_rss_mb()
+    with tempfile.TemporaryDirectory() as folder:
+        small = preset.train_config(
+            {"backbone": "litemedsam", "device": "cpu", "epochs": 1, "val_fraction": 0.0, "augment": {"enabled": False}}
+        )
+        image, label = make_phantom(shape=(4, 64, 64), seed=1)
+        outcome = fine_tune([TrainingCase("c", image, label, fully_labelled=True)], small, out_dir=Path(folder) / "m")
+        assert outcome.folder is not None
+        row["model_file_kb"] = round((outcome.folder / "weights.safetensors").stat().st_size / 1024, 1)
+    return row
+
+
+def bench_cache(repeats: int) -> dict[str, float]:
+    """Decoder-only LoRA step with cached embeddings vs recomputing the encoder, batch 4, same run."""
+    config = next(p for p in list_presets() if p.name == "cpu_quick").train_config(
+        {"device": "cpu", "batch_size": 4, "augment": {"enabled": False}}
+    )
+    model = build_model("litemedsam")
+    apply_finetuning(model, config.finetune)
+    samples = _samples(model, config, 6)
+    cached = _step_seconds(Trainer(model, config, samples), 4, repeats)
+    config.embedding_cache = "off"
+    recomputed = _step_seconds(Trainer(model, config, samples), 4, repeats)
+    return {"step_s_cached": cached, "step_s_recomputed": recomputed, "speedup": recomputed / cached}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per figure (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: one preset (or 'cache') per process
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.only:
+        row = bench_cache(args.repeats) if args.only == "cache" else bench_preset(args.only, args.repeats)
+        print(json.dumps(row))
+        return
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {args.threads} threads",
         "torch": torch.__version__,
         "backbone": "litemedsam (every preset's method and scope)",
         "presets": {},
     }
-    for preset in list_presets():
-        config = preset.train_config({"backbone": "litemedsam", "device": "cpu", "augment": {"enabled": False}})
-        model = build_model("litemedsam")
-        apply_finetuning(model, config.finetune)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        samples = _samples(model, config, 6)
-        row: dict[str, float | int | str] = {
-            "method": config.finetune.method,
-            "scope": config.finetune.scope,
-            "cache": str(config.uses_cache),
-        }
-        for batch in (1, 4):
-            config.batch_size = batch
-            trainer = Trainer(model, config, samples)
-            row[f"step_s_batch{batch}"] = _step_seconds(trainer, batch, args.repeats)
-            row[f"peak_rss_mb_after_batch{batch}"] = _peak_rss_mb()
-        row["trainable_parameters"] = trainable
-        with tempfile.TemporaryDirectory() as folder:
-            small = preset.train_config(
-                {
-                    "backbone": "litemedsam",
-                    "device": "cpu",
-                    "epochs": 1,
-                    "val_fraction": 0.0,
-                    "augment": {"enabled": False},
-                }
-            )
-            image, label = make_phantom(shape=(4, 64, 64), seed=1)
-            outcome = fine_tune(
-                [TrainingCase("c", image, label, fully_labelled=True)], small, out_dir=Path(folder) / "model"
-            )
-            assert outcome.folder is not None
-            row["model_file_kb"] = round((outcome.folder / "weights.safetensors").stat().st_size / 1024, 1)
-        results["presets"][preset.name] = row  # type: ignore[index]
-        print(preset.name, row, flush=True)
-
-    # Embedding cache vs recomputing the encoder, decoder-only LoRA, batch 4, same run.
-    config = next(p for p in list_presets() if p.name == "cpu_quick").train_config({"device": "cpu", "batch_size": 4})
-    model = build_model("litemedsam")
-    apply_finetuning(model, config.finetune)
-    samples = _samples(model, config, 6)
-    cached = _step_seconds(Trainer(model, config, samples), 4, args.repeats)
-    config.embedding_cache = "off"
-    config.augment.enabled = False
-    recomputed = _step_seconds(Trainer(model, config, samples), 4, args.repeats)
-    results["cache"] = {
-        "step_s_cached": cached,
-        "step_s_recomputed": recomputed,
-        "speedup": recomputed / cached,
-    }
-    print("cache", results["cache"], flush=True)
+    for name in [p.name for p in list_presets()] + ["cache"]:
+        command = [sys.executable, "-W", "ignore", __file__, "--only", name, "--repeats", str(args.repeats),
+                   "--threads", str(args.threads)]  # fmt: skip
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        row = json.loads(output)
+        if name == "cache":
+            results["cache"] = row
+        else:
+            results["presets"][name] = row  # type: ignore[index]
+        print(name, row, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
 
