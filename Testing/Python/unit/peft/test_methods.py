@@ -122,3 +122,18 @@ def test_lora_config_validation() -> None:
         LoRAConfig(encoder_projections=["x"])
     with pytest.raises(ConfigurationError, match="Did you mean 'adapter'"):
         FineTuneConfig(method="adaptor")
+
+
+def test_trainable_parameter_counts_match_the_hand_computation() -> None:
+    # LiteMedSAM's real architecture (random weights, no file needed): decoder width 256, cross-attention
+    # internal width 128. LoRA rank r adds r * (in + out) per wrapped projection (q and v):
+    #   self-attention   2 layers x 2 proj x 4 x (256 + 256) =  8,192
+    #   cross-attention  4 attns  x 2 proj x 4 x (256 + 128) = 12,288
+    #   final attention  1 attn   x 2 proj x 4 x (256 + 128) =  3,072
+    model = build_model("litemedsam", pretrained=False)
+    apply_finetuning(model, FineTuneConfig(method="lora", scope="decoder"))
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 8_192 + 12_288 + 3_072
+    tiny = build_model("sam_vit_b", tiny=True)
+    reports = apply_finetuning(tiny, FineTuneConfig(method="adapter", scope="decoder"))
+    # tiny decoder width 32 -> bottleneck 8: (32*8 + 8) + (8*32 + 32) = 552 per adapter, 3 per layer, 2 layers
+    assert sum(r.trainable_parameters for r in reports) == 552 * 3 * 2
