@@ -56,6 +56,8 @@ class SamModel(nn.Module):
         self.family = BackboneFamily.parse(family)
         self.input_size = int(input_size)
         self.pixel_norm = PixelNorm.parse(pixel_norm)
+        #: A learnable automatic-mode prompt (BLO-SAM), used when no box or point is given.
+        self.learned_prompt: nn.Module | None = None
 
     @property
     def device(self) -> torch.device:
@@ -77,8 +79,11 @@ class SamModel(nn.Module):
         """Sparse ``BxNxC`` and dense ``BxCxHexWe`` prompt embeddings for ``batch_size`` items.
 
         With no box and no point the sparse embedding is empty (``Bx0xC``) and the dense one is the
-        learned ``no_mask_embed`` (automatic mode); ``dense_prompt`` replaces the dense embedding.
+        learned ``no_mask_embed`` (automatic mode), or the model's :attr:`learned_prompt` when it has
+        one; ``dense_prompt`` replaces the dense embedding.
         """
+        if boxes is None and points is None and dense_prompt is None and self.learned_prompt is not None:
+            return self.learned_prompt(batch_size)  # type: ignore[no-any-return]
         if boxes is not None and boxes.ndim == 2:
             boxes = boxes[:, None, :]
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=None)

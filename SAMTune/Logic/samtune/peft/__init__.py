@@ -18,24 +18,29 @@ from samtune.peft.base import (
 )
 from samtune.peft.conv_lora import ConvLoRAConfig, balance_loss, inject_conv_lora
 from samtune.peft.lora import LoRAConfig, inject_lora
+from samtune.peft.prompt import LearnedPrompt, LearnedPromptConfig, attach_learned_prompt, prompt_parameters
 
 __all__ = [
     "AdapterConfig",
     "ConvLoRAConfig",
     "FineTuneConfig",
     "InjectionReport",
+    "LearnedPrompt",
+    "LearnedPromptConfig",
     "LoRAConfig",
     "Method",
     "PeftWrapper",
     "Scope",
     "adapter_state_dict",
     "apply_finetuning",
+    "attach_learned_prompt",
     "balance_loss",
     "inject_adapters",
     "inject_conv_lora",
     "inject_lora",
     "merge_adapters",
     "peft_wrappers",
+    "prompt_parameters",
     "set_adapters_enabled",
     "trainable_parameter_count",
     "unmerge_adapters",

@@ -13,6 +13,7 @@ from samtune.peft.adapter import AdapterConfig, inject_adapters
 from samtune.peft.base import InjectionReport
 from samtune.peft.conv_lora import ConvLoRAConfig, inject_conv_lora
 from samtune.peft.lora import LoRAConfig, inject_lora
+from samtune.peft.prompt import LearnedPromptConfig, attach_learned_prompt
 
 
 class Method(StrEnum):
@@ -42,6 +43,9 @@ class FineTuneConfig:
         lora: LoRA settings (used by ``lora``).
         adapter: Adapter settings (used by ``adapter``).
         conv_lora: Conv-LoRA settings (used by ``conv_lora``).
+        train_modules: Dotted names of further modules trained in full, whatever the method (BLO-SAM
+            trains ``mask_decoder.output_upscaling`` and ``mask_decoder.output_hypernetworks_mlps``).
+        learned_prompt: A learnable automatic-mode prompt (BLO-SAM), saved with the model.
     """
 
     method: str = "lora"
@@ -49,14 +53,24 @@ class FineTuneConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     conv_lora: ConvLoRAConfig = field(default_factory=ConvLoRAConfig)
+    train_modules: list[str] = field(default_factory=list)
+    learned_prompt: LearnedPromptConfig = field(default_factory=LearnedPromptConfig)
 
     def __post_init__(self) -> None:
         self.method = Method.parse(self.method, what="fine-tuning method").value
         self.scope = Scope.parse(self.scope, what="scope").value
-        for name, cls in (("lora", LoRAConfig), ("adapter", AdapterConfig), ("conv_lora", ConvLoRAConfig)):
+        for name, cls in (
+            ("lora", LoRAConfig),
+            ("adapter", AdapterConfig),
+            ("conv_lora", ConvLoRAConfig),
+            ("learned_prompt", LearnedPromptConfig),
+        ):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, cls(**value))
+        if isinstance(self.train_modules, str) or not all(isinstance(m, str) for m in self.train_modules):
+            raise ConfigurationError(f"train_modules must be a list of module names, got {self.train_modules!r}.")
+        self.train_modules = list(self.train_modules)
 
 
 def _set_trainable(module: nn.Module, trainable: bool) -> None:
@@ -104,10 +118,21 @@ def apply_finetuning(
     for _, wrapper in peft_wrappers(model):
         for _, parameter in wrapper.adapter_parameters():
             parameter.requires_grad_(True)
-    for name in reinitialised:
-        _set_trainable(model.get_submodule(name), True)
+    for name in [*config.train_modules, *reinitialised]:
+        _set_trainable(_submodule(model, name), True)
     _set_trainable(model.get_submodule("prompt_encoder"), False)
+    attach_learned_prompt(model, config.learned_prompt)
     return reports
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        from samtune.errors import unknown_name
+
+        names = [n for n, _ in model.named_modules() if n.count(".") == 1 and not n.startswith("image_encoder.")]
+        raise unknown_name("module in train_modules", name, names) from None
 
 
 def trainable_parameter_count(model: nn.Module) -> int:

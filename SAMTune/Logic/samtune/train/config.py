@@ -26,10 +26,58 @@ class PromptMode(StrEnum):
 
 
 class Optimiser(StrEnum):
-    """Plain single-level training or BLO-SAM's bi-level optimisation."""
+    """Plain single-level training, BLO-SAM's bi-level optimisation, or its joint ablation."""
 
     PLAIN = "plain"
-    BILEVEL = "bilevel"
+    BILEVEL = "bilevel"  # BLO-SAM: weights on D1, learned prompt on D2 through the updated weights
+    JOINT = "joint"  # ablation: prompt and weights in one optimiser on D1 and D2 together
+
+
+class Hypergradient(StrEnum):
+    """How BLO-SAM's upper level differentiates through the lower step."""
+
+    FIRST = "first"  # gradient at the updated weights (the unrolled step's dependence ignored)
+    SECOND = "second"  # + finite-difference Hessian-vector product (DARTS)
+
+
+@dataclass
+class BiLevelConfig:
+    """BLO-SAM's upper level (the learned prompt) and how the training set is halved.
+
+    The lower level (decoder weights) uses the run's ``lr``, ``weight_decay``, ``warmup_steps`` and
+    ``poly_power``; the upper level has its own.
+
+    Attributes:
+        prompt_lr: Peak learning rate of the prompt (AdamW); also used by ``joint``.
+        prompt_weight_decay: Weight decay of the prompt.
+        prompt_warmup_steps: Warm-up steps of the prompt's schedule.
+        prompt_poly_power: Poly-decay exponent of the prompt's schedule.
+        hypergradient: ``first`` (default) or ``second``.
+        xi: Step size of the virtual lower step in the second-order term; ``null`` = the lower
+            level's current learning rate (the DARTS convention).
+        fd_epsilon: Finite-difference radius, divided by the norm of the upper gradient (DARTS: 0.01).
+        d2_fraction: Share of the training cases (or slices, with one case) that form D2.
+    """
+
+    prompt_lr: float = 5e-3
+    prompt_weight_decay: float = 0.0
+    prompt_warmup_steps: int = 0
+    prompt_poly_power: float = 0.9
+    hypergradient: str = "first"
+    xi: float | None = None
+    fd_epsilon: float = 0.01
+    d2_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.hypergradient = Hypergradient.parse(self.hypergradient, what="hypergradient").value
+        if float(self.prompt_lr) <= 0:
+            raise ConfigurationError(f"bilevel.prompt_lr must be positive, got {self.prompt_lr}.")
+        if float(self.fd_epsilon) <= 0:
+            raise ConfigurationError(f"bilevel.fd_epsilon must be positive, got {self.fd_epsilon}.")
+        if self.xi is not None and float(self.xi) < 0:
+            raise ConfigurationError(f"bilevel.xi must be >= 0 or null, got {self.xi}.")
+        if not 0.0 < float(self.d2_fraction) < 1.0:
+            raise ConfigurationError(f"bilevel.d2_fraction must be in (0, 1), got {self.d2_fraction}.")
 
 
 @dataclass
@@ -39,7 +87,8 @@ class TrainConfig:
     Attributes:
         backbone: Backbone name (see ``samtune models``).
         finetune: Method (vanilla/lora/adapter/conv_lora), scope and the method's settings.
-        optimiser: ``plain`` (``bilevel`` is BLO-SAM).
+        optimiser: ``plain``, ``bilevel`` (BLO-SAM) or ``joint`` (BLO-SAM's ablation).
+        bilevel: The prompt's optimiser and the D1/D2 split (``bilevel`` and ``joint``).
         prompt_mode: ``automatic``, ``box`` or ``point``.
         epochs: Passes over the training slices.
         batch_size: Slices per step.
@@ -68,6 +117,7 @@ class TrainConfig:
     backbone: str = "litemedsam"
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     optimiser: str = "plain"
+    bilevel: BiLevelConfig = field(default_factory=BiLevelConfig)
     prompt_mode: str = "automatic"
     epochs: int = 20
     batch_size: int = 4
@@ -101,6 +151,8 @@ class TrainConfig:
             if isinstance(data.get("intensity"), dict):
                 data["intensity"] = config_from_dict(IntensityConfig, data["intensity"], where="slices.intensity")
             self.slices = config_from_dict(SliceConfig, data, where="slices")
+        if isinstance(self.bilevel, dict):
+            self.bilevel = config_from_dict(BiLevelConfig, self.bilevel, where="bilevel")
         if isinstance(self.augment, dict):
             self.augment = config_from_dict(AugmentConfig, self.augment, where="augment")
         self.optimiser = Optimiser.parse(self.optimiser, what="optimiser").value
@@ -120,8 +172,39 @@ class TrainConfig:
             raise ConfigurationError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
         if self.dice_weight < 0 or self.ce_weight < 0 or self.dice_weight + self.ce_weight == 0:
             raise ConfigurationError("dice_weight and ce_weight must be >= 0 and not both 0.")
-        if self.optimiser == Optimiser.BILEVEL.value:
-            raise ConfigurationError("optimiser 'bilevel' (BLO-SAM) is not available in this version; use 'plain'.")
+        self._check_bilevel()
+
+    def _check_bilevel(self) -> None:
+        optimiser = Optimiser.parse(self.optimiser)
+        if optimiser is Optimiser.PLAIN:
+            return
+        if not self.finetune.learned_prompt.enabled:
+            raise ConfigurationError(
+                f"optimiser '{optimiser.value}' learns a prompt: set finetune.learned_prompt.enabled to true "
+                "(the blo_sam preset does)."
+            )
+        if self.prompt_mode != PromptMode.AUTOMATIC.value:
+            raise ConfigurationError(
+                f"optimiser '{optimiser.value}' trains prompt-free segmentation; prompt_mode must be 'automatic', "
+                f"got '{self.prompt_mode}'."
+            )
+        if optimiser is Optimiser.BILEVEL and Method.parse(self.finetune.method) is Method.CONV_LORA:
+            raise ConfigurationError(
+                "BLO-SAM's bi-level optimiser trains decoder weights and a prompt; it does not combine with "
+                "Conv-LoRA. Use finetune.method 'lora' (the blo_sam preset) or optimiser 'plain'."
+            )
+        if optimiser is Optimiser.BILEVEL and self.mixed_precision == "fp16":
+            raise ConfigurationError(
+                "BLO-SAM's bi-level optimiser does not support fp16 loss scaling; set mixed_precision to 'bf16' "
+                "(or 'off')."
+            )
+        second = Hypergradient.parse(self.bilevel.hypergradient) is Hypergradient.SECOND
+        if optimiser is Optimiser.BILEVEL and second and not self.encoder_frozen:
+            raise ConfigurationError(
+                "The second-order hypergradient needs a frozen image encoder (finetune.scope 'decoder', not "
+                f"Conv-LoRA); this configuration trains the encoder ({self.finetune.method}, {self.finetune.scope}). "
+                "Use bilevel.hypergradient 'first', or the decoder scope."
+            )
 
     @property
     def encoder_frozen(self) -> bool:

@@ -14,7 +14,8 @@ from samtune.errors import DataError
 from samtune.models import build_model, resolve_device
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import apply_finetuning
-from samtune.train.config import TrainConfig
+from samtune.train.bilevel import BiLevelTrainer
+from samtune.train.config import Optimiser, TrainConfig
 from samtune.train.data import SliceSamples, TrainingCase, build_samples
 from samtune.train.trainer import EventCallback, Trainer, TrainResult
 
@@ -112,7 +113,8 @@ def fine_tune(
 
     train = samples(train_ids)
     val = samples(val_ids) if val_ids else None
-    trainer = Trainer(model, config, train, val, on_event=on_event)
+    trainer_class = BiLevelTrainer if Optimiser.parse(config.optimiser) is Optimiser.BILEVEL else Trainer
+    trainer = trainer_class(model, config, train, val, on_event=on_event)
     result = trainer.fit()
     trainer.load_best(result)
     model.eval()

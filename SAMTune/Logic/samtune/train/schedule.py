@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 import torch
 
 from samtune.errors import ConfigurationError
@@ -22,12 +25,28 @@ def warmup_poly_factor(step: int, *, total_steps: int, warmup_steps: int, power:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int, power: float = 0.9
+    optimizer: torch.optim.Optimizer,
+    *,
+    total_steps: int,
+    warmup_steps: int | Sequence[int],
+    power: float | Sequence[float] = 0.9,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` applying :func:`warmup_poly_factor` per optimiser step."""
+    """A ``LambdaLR`` applying :func:`warmup_poly_factor` per optimiser step.
+
+    ``warmup_steps`` and ``power`` may be sequences with one value per parameter group (each group
+    then follows its own schedule, e.g. BLO-SAM's weights and prompt).
+    """
     if total_steps < 1:
         raise ConfigurationError(f"Training needs at least one step, got total_steps={total_steps}.")
+    groups = len(optimizer.param_groups)
+    warmups = [int(warmup_steps)] * groups if isinstance(warmup_steps, int) else [int(w) for w in warmup_steps]
+    powers = [float(power)] * groups if isinstance(power, (int, float)) else [float(p) for p in power]
+    if len(warmups) != groups or len(powers) != groups:
+        raise ValueError(f"One schedule per parameter group expected ({groups}), got {len(warmups)}/{len(powers)}.")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: warmup_poly_factor(step, total_steps=total_steps, warmup_steps=warmup_steps, power=power),
+        [
+            functools.partial(warmup_poly_factor, total_steps=total_steps, warmup_steps=w, power=p)
+            for w, p in zip(warmups, powers)
+        ],
     )

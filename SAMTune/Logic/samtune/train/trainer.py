@@ -20,6 +20,7 @@ from samtune.errors import SAMTuneError
 from samtune.metrics import dice, normalized_surface_dice
 from samtune.models.sam_model import SamModel
 from samtune.peft.conv_lora import balance_loss
+from samtune.peft.prompt import prompt_parameters
 from samtune.train.augment import augment_batch
 from samtune.train.cache import EmbeddingCache
 from samtune.train.config import TrainConfig
@@ -96,29 +97,69 @@ class Trainer:
         self.val_samples = val
         self.on_event = on_event or (lambda event: None)
         self.device = model.device
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self._setup()
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
             raise SAMTuneError("No parameter is trainable: apply a fine-tuning method first.")
-        self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        self.prompt_parameters = prompt_parameters(model)
+        prompt_ids = {id(p) for p in self.prompt_parameters}
+        self.weight_parameters = [p for p in self.parameters if id(p) not in prompt_ids]
+        self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = make_scheduler(
-            self.optimizer,
-            total_steps=self.total_steps,
-            warmup_steps=config.warmup_steps,
-            power=config.poly_power,
-        )
+        self._build_optimisers()
         fp16 = config.mixed_precision == "fp16" and self.device.type == "cuda"
         #: Loss scaling for fp16 (bf16 and fp32 need none; disabled it passes values through).
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.rng = np.random.default_rng(config.seed)
         self.cache: EmbeddingCache | None = None
         self.val_cache: EmbeddingCache | None = None
         if config.uses_cache:
             self.cache = EmbeddingCache(model, train.images, progress=self._progress_cache)
             if val is not None:
                 self.val_cache = EmbeddingCache(model, val.images, progress=self._progress_cache)
+
+    def _setup(self) -> None:
+        """Hook for subclasses, run before the optimisers are built (samples and seeds are set)."""
+
+    def _steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_samples) / self.config.batch_size)
+
+    def _weight_group(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "name": "weights",
+            "params": self.weight_parameters,
+            "lr": config.lr,
+            "weight_decay": config.weight_decay,
+        }
+
+    def _prompt_group(self) -> dict[str, Any]:
+        bilevel = self.config.bilevel
+        return {
+            "name": "prompt",
+            "params": self.prompt_parameters,
+            "lr": bilevel.prompt_lr,
+            "weight_decay": bilevel.prompt_weight_decay,
+        }
+
+    def _build_optimisers(self) -> None:
+        """One AdamW: the weights at ``lr`` and, with a learned prompt, the prompt at ``prompt_lr``."""
+        config = self.config
+        groups: list[dict[str, Any]] = []
+        warmups, powers = [], []
+        if self.weight_parameters:
+            groups.append(self._weight_group())
+            warmups.append(config.warmup_steps)
+            powers.append(config.poly_power)
+        if self.prompt_parameters:
+            groups.append(self._prompt_group())
+            warmups.append(config.bilevel.prompt_warmup_steps)
+            powers.append(config.bilevel.prompt_poly_power)
+        self.optimizer = torch.optim.AdamW(groups)
+        self.scheduler = make_scheduler(
+            self.optimizer, total_steps=self.total_steps, warmup_steps=warmups, power=powers
+        )
 
     def _progress_cache(self, done: int, total: int, message: str) -> None:
         self.on_event({"type": "progress", "stage": "cache", "step": done, "total": total, "message": message})
@@ -148,29 +189,40 @@ class Trainer:
             logits.float(), target, dice_weight=self.config.dice_weight, ce_weight=self.config.ce_weight
         )
 
+    def _batch(
+        self, indices: torch.Tensor, *, augment: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """``(images, embeddings, masks)`` of training samples ``indices`` on the device.
+
+        Cached runs get embeddings (no augmentation, see :mod:`samtune.train.cache`); the others get
+        images, augmented together with their masks.
+        """
+        masks = self.train_samples.masks.index_select(0, indices)
+        if self.cache is not None:
+            return None, self.cache.get(indices, self.device), masks.to(self.device)
+        images = self.train_samples.images.index_select(0, indices)
+        if augment:
+            images, masks = augment_batch(images, masks, self.config.augment, self.generator)
+        return images.to(self.device), None, masks.to(self.device)
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"The loss became {float(loss.detach())} at step {self.scheduler.last_epoch + 1}. "
+                "Lower the learning rate "
+                f"(now {self.config.lr}) or switch mixed precision off; the last good checkpoint is kept."
+            )
+
     def train_step(self, indices: torch.Tensor) -> tuple[float, float]:
         """One optimiser step on samples ``indices``; returns ``(loss, balance loss)``."""
         self.model.train()
-        masks = self.train_samples.masks.index_select(0, indices)
-        embeddings = images = None
-        if self.cache is not None:
-            embeddings = self.cache.get(indices, self.device)
-        else:
-            images = self.train_samples.images.index_select(0, indices)
-            images, masks = augment_batch(images, masks, self.config.augment, self.generator)
-            images = images.to(self.device)
-        masks = masks.to(self.device)
+        images, embeddings, masks = self._batch(indices)
         with self._autocast():
             logits = self._logits(images, embeddings, masks)
             loss = self._loss(logits, masks)
             balance = balance_loss(self.model).to(loss.device)
             total = loss + balance
-        if not torch.isfinite(total):
-            raise TrainingDivergedError(
-                f"The loss became {float(total.detach())} at step {self.scheduler.last_epoch + 1}. "
-                "Lower the learning rate "
-                f"(now {self.config.lr}) or switch mixed precision off; the last good checkpoint is kept."
-            )
+        self._check_finite(total)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
@@ -179,29 +231,29 @@ class Trainer:
         return float(loss.detach()), float(balance.detach())
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Foreground Dice and NSD per validation case (mean over cases), on the original slice grids."""
-        samples = self.val_samples
-        if samples is None or len(samples) == 0:
-            return {}
+    def evaluate(
+        self, samples: SliceSamples, cache: EmbeddingCache | None, indices: list[int] | None = None
+    ) -> tuple[float, float]:
+        """Foreground Dice and NSD of ``samples`` (or of rows ``indices``): per case on the original
+        slice grids, then the mean over cases."""
+        rows_all = list(range(len(samples))) if indices is None else list(indices)
         self.model.eval()
-        predictions: list[np.ndarray] = []
-        for start in range(0, len(samples), self.config.batch_size):
-            index = torch.arange(start, min(start + self.config.batch_size, len(samples)))
+        predictions: dict[int, np.ndarray] = {}
+        for start in range(0, len(rows_all), self.config.batch_size):
+            index = torch.tensor(rows_all[start : start + self.config.batch_size], dtype=torch.long)
             masks = samples.masks.index_select(0, index).to(self.device)
-            if self.val_cache is not None:
-                embeddings = self.val_cache.get(index, self.device)
-                images = None
+            if cache is not None:
+                embeddings, images = cache.get(index, self.device), None
             else:
                 embeddings, images = None, samples.images.index_select(0, index).to(self.device)
             with self._autocast():
                 logits = self._logits(images, embeddings, masks)
             for row, i in enumerate(index.tolist()):
                 grid = samples.grids[samples.case_ids[i]]
-                predictions.append(grid.logits_to_masks(logits[row : row + 1].float())[0])  # type: ignore[attr-defined]
+                predictions[i] = grid.logits_to_masks(logits[row : row + 1].float())[0]  # type: ignore[attr-defined]
         by_case: dict[str, list[int]] = {}
-        for i, case in enumerate(samples.case_ids):
-            by_case.setdefault(case, []).append(i)
+        for i in rows_all:
+            by_case.setdefault(samples.case_ids[i], []).append(i)
         dices, nsds = [], []
         for rows in by_case.values():
             prediction = np.stack([predictions[i] for i in rows])
@@ -214,7 +266,44 @@ class Trainer:
                     for p, r in zip(prediction, reference)
                 ]))
             )  # fmt: skip
-        return {"val_dice": float(np.mean(dices)), "val_nsd": float(np.mean(nsds))}
+        return float(np.mean(dices)), float(np.mean(nsds))
+
+    def validate(self) -> dict[str, float]:
+        """Foreground Dice and NSD per validation case (mean over cases), on the original slice grids."""
+        if self.val_samples is None or len(self.val_samples) == 0:
+            return {}
+        val_dice, val_nsd = self.evaluate(self.val_samples, self.val_cache)
+        return {"val_dice": val_dice, "val_nsd": val_nsd}
+
+    def _guarded(self, step: Callable[[], dict[str, float]]) -> dict[str, float]:
+        try:
+            return step()
+        except torch.cuda.OutOfMemoryError as error:
+            raise OutOfMemoryError(
+                f"The GPU ran out of memory at batch size {self.config.batch_size}. Use a smaller batch size, "
+                "turn on gradient_checkpointing, or the 'CPU quick' preset."
+            ) from error
+
+    def _epoch_steps(self, epoch: int) -> list[Callable[[], dict[str, float]]]:
+        """The steps of one epoch, each returning its losses (``loss`` at least)."""
+        order = torch.randperm(len(self.train_samples), generator=self.generator)
+
+        def step(batch: torch.Tensor) -> Callable[[], dict[str, float]]:
+            def run() -> dict[str, float]:
+                loss, balance = self.train_step(batch)
+                return {"loss": loss, "balance_loss": balance}
+
+            return run
+
+        return [step(batch) for batch in order.split(self.config.batch_size)]
+
+    def _epoch_metrics(self) -> dict[str, float]:
+        """Metrics computed after each epoch (validation)."""
+        return self.validate()
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        """What the best checkpoint maximises: validation Dice, or minus the training loss without one."""
+        return metrics.get("val_dice", -metrics["loss"])
 
     def fit(self, *, checkpoint: Callable[[int, TrainResult], None] | None = None) -> TrainResult:
         """Train for ``config.epochs`` (or until early stopping) and return the best model's state.
@@ -233,36 +322,27 @@ class Trainer:
         step = 0
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.perf_counter()
-            order = torch.randperm(len(self.train_samples), generator=self.generator)
-            losses, balances = [], []
-            for batch in order.split(config.batch_size):
-                try:
-                    loss, balance = self.train_step(batch)
-                except torch.cuda.OutOfMemoryError as error:
-                    raise OutOfMemoryError(
-                        f"The GPU ran out of memory at batch size {config.batch_size}. Use a smaller batch size, "
-                        "turn on gradient_checkpointing, or the 'CPU quick' preset."
-                    ) from error
-                losses.append(loss)
-                balances.append(balance)
+            losses: dict[str, list[float]] = {}
+            for run_step in self._epoch_steps(epoch):
+                values = self._guarded(run_step)
+                for key, value in values.items():
+                    losses.setdefault(key, []).append(value)
                 step += 1
                 elapsed = time.perf_counter() - started
                 self.on_event({
                     "type": "progress", "stage": "train", "epoch": epoch, "epochs": config.epochs,
-                    "step": step, "total": self.total_steps, "loss": loss,
+                    "step": step, "total": self.total_steps, "loss": values["loss"],
                     "eta_s": elapsed / step * (self.total_steps - step),
                 })  # fmt: skip
-            metrics = {
-                "epoch": epoch,
-                "loss": float(np.mean(losses)),
-                "balance_loss": float(np.mean(balances)),
-                "lr": float(self.optimizer.param_groups[0]["lr"]),
-                **self.validate(),
-                "seconds": time.perf_counter() - epoch_started,
-            }
+            metrics: dict[str, float] = {"epoch": epoch, **{k: float(np.mean(v)) for k, v in losses.items()}}
+            metrics.update({
+                "lr" if g["name"] == "weights" else f"{g['name']}_lr": float(g["lr"]) for g in self._groups()
+            })  # fmt: skip
+            metrics.update(self._epoch_metrics())
+            metrics["seconds"] = time.perf_counter() - epoch_started
             result.history.append(metrics)
             self.on_event({"type": "metrics", **metrics})
-            score = metrics.get("val_dice", -metrics["loss"])
+            score = self._score(metrics)
             if score > result.best_metric:
                 result.best_metric, result.best_epoch = score, epoch
                 result.best_state = trainable_state(self.model)
@@ -281,6 +361,9 @@ class Trainer:
                 )
                 break
         return result
+
+    def _groups(self) -> list[dict[str, Any]]:
+        return list(self.optimizer.param_groups)
 
     def load_best(self, result: TrainResult) -> None:
         """Put the best model's trainable parameters back into the model."""

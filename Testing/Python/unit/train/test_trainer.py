@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from phantom_task import base as _base
+from phantom_task import cases as _cases
+from phantom_task import config as _config
+from phantom_task import tiny as _tiny
 
 from samtune.data import make_phantom
 from samtune.errors import DataError, DeviceError, OutputError, WeightsError
 from samtune.io import load_trained_model, read_model_card
-from samtune.models import SamModel, build_model
+from samtune.models import SamModel
 from samtune.peft import apply_finetuning
 from samtune.predict import PredictConfig, predict_volume
 from samtune.train import (
@@ -24,52 +28,6 @@ from samtune.train import (
     fine_tune,
     load_preset,
 )
-
-
-def _cases(n: int = 3, *, value: int = 1, first_seed: int = 0) -> list[TrainingCase]:
-    """Two-structure phantoms; the cases teach structure ``value``."""
-    cases = []
-    for seed in range(first_seed, first_seed + n):
-        image, label = make_phantom(shape=(6, 48, 48), seed=seed, structures=2)
-        cases.append(TrainingCase(f"case{seed}", image, label, structure=f"s{value}", value=value, fully_labelled=True))
-    return cases
-
-
-def _tiny(name: str = "sam_vit_b") -> SamModel:
-    torch.manual_seed(0)
-    return build_model(name, tiny=True)
-
-
-@pytest.fixture(scope="module")
-def pretrained() -> dict[str, torch.Tensor]:
-    """A tiny model fully trained on the *other* structure (2): a pretrained base whose zero-shot
-    answer for structure 1 is wrong, as a real backbone's is before fine-tuning."""
-    model = _tiny()
-    config = _config(finetune={"method": "vanilla", "scope": "encoder_decoder"}, epochs=15, lr=0.002, val_fraction=0.0)
-    fine_tune(_cases(4, value=2, first_seed=10), config, model=model)
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _base(state: dict[str, torch.Tensor]) -> SamModel:
-    model = _tiny()
-    model.load_state_dict(state)
-    return model
-
-
-def _config(**overrides: object) -> TrainConfig:
-    base = {
-        "backbone": "sam_vit_b",
-        "epochs": 6,
-        "batch_size": 4,
-        "lr": 0.01,
-        "warmup_steps": 2,
-        "val_fraction": 0.34,
-        "device": "cpu",
-        "augment": {"enabled": False},
-        "patience": 0,
-    }
-    base.update(overrides)  # type: ignore[arg-type]
-    return TrainConfig.from_dict(base)
 
 
 def _zero_shot_dice(cases: list[TrainingCase], config: TrainConfig, state: dict[str, torch.Tensor]) -> float:
