@@ -1,8 +1,9 @@
-"""The ``samtune`` command line: ``models``, ``predict`` and ``demo``.
+"""The ``samtune`` command line: ``models``, ``predict``, ``presets``, ``train``, ``evaluate``,
+``manifest`` and ``demo``.
 
 Exit codes: 0 success, 1 internal error, 2 bad option or configuration, 3 bad input data,
 4 missing or corrupt weights, 5 device not available, 6 output cannot be written,
-7 training diverged (NaN loss), 8 out of memory.
+7 training diverged (NaN loss), 8 out of memory, 9 cancelled (resume with ``--resume``).
 """
 
 from __future__ import annotations
@@ -10,26 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from samtune import __version__
 from samtune.cli_progress import ProgressBar
-from samtune.errors import ConfigurationError, OutputError, SAMTuneError
-
-EXIT_CODES = {
-    "internal": 1,
-    "configuration": 2,
-    "data": 3,
-    "weights": 4,
-    "device": 5,
-    "output": 6,
-    "diverged": 7,
-    "out_of_memory": 8,
-}
-
-OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
+from samtune.errors import EXIT_CODES, ConfigurationError, OutputError, SAMTuneError
+from samtune.jobs import OUTPUT_SUFFIXES, check_output_path
 
 
 def _slice_range(text: str) -> tuple[int, int]:
@@ -112,6 +100,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-value", type=int, default=1, help="value written for the structure (default 1)")
     p.add_argument("--name", default="Segment_1", help="segment name stored in a .seg.nrrd output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--events", action="store_true", help="write JSON events on stdout (the worker protocol)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -124,9 +113,20 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
             "(trainable weights + model card). Every preset field can be overridden with --set."
         ),
     )
-    t.add_argument("--preset", required=True, help="preset name (see `samtune presets`)")
-    t.add_argument("--train-manifest", required=True, type=Path, help="training-data manifest (JSON)")
-    t.add_argument("--out", required=True, type=Path, help="model folder to create (must not exist)")
+    t.add_argument("--preset", help="preset name (see `samtune presets`); required unless --resume")
+    t.add_argument("--train-manifest", type=Path, help="training-data manifest (JSON); required unless --resume")
+    t.add_argument("--out", type=Path, help="model folder to create (must not exist); required unless --resume")
+    t.add_argument(
+        "--run-dir",
+        type=Path,
+        help="run folder: configuration, events, metrics, curve, checkpoints, log (default OUT.run)",
+    )
+    t.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue a cancelled or interrupted run from its newest intact checkpoint",
+    )
     t.add_argument("--structure", help="structure to learn when the manifest has several")
     t.add_argument(
         "--set",
@@ -139,7 +139,66 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", help="override the preset's device: auto, cpu, cuda, cuda:N, mps")
     t.add_argument("--seed", type=int, help="override the random seed")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--events", action="store_true", help="write JSON events on stdout (the worker protocol)")
     t.set_defaults(func=_cmd_train)
+
+
+def _structure(text: str) -> tuple[str, int]:
+    name, sep, value = text.rpartition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, e.g. 'left atrium=1'; got '{text}'") from None
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser(
+        "evaluate",
+        help="score predicted label maps against references: Dice, NSD and HD95 per case and structure",
+        description=(
+            "Compare predictions with reference label maps (pairs of files in order, or two folders matched by "
+            "case name) and print foreground Dice, normalised surface Dice and HD95 (mm) per case and structure."
+        ),
+    )
+    e.add_argument("--pred", nargs="+", required=True, type=Path, help="predicted label maps, or one folder")
+    e.add_argument("--ref", nargs="+", required=True, type=Path, help="reference label maps, or one folder")
+    e.add_argument(
+        "--structure",
+        action="append",
+        type=_structure,
+        metavar="NAME=VALUE",
+        help="structure to score (repeatable); default every non-zero value of each reference",
+    )
+    e.add_argument("--tolerance-mm", type=float, default=1.0, help="NSD tolerance in mm (default 1.0)")
+    e.add_argument("--csv", type=Path, help="also write the scores as CSV here")
+    e.set_defaults(func=_cmd_evaluate)
+
+
+def _add_manifest_parser(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser(
+        "manifest",
+        help="build a training manifest from image and label folders, or check one",
+        description=(
+            "Build a training-data manifest by matching label files to image files by name (case01.nii.gz with "
+            "case01.nii.gz, case01_label.nii.gz, case01-seg.nrrd, ...), or check an existing one. Every problem "
+            "(missing files, unreadable images, geometry mismatches, absent structures) is reported at once."
+        ),
+    )
+    m.add_argument("--images", type=Path, help="folder of images (to build)")
+    m.add_argument("--labels", type=Path, help="folder of label maps (to build)")
+    m.add_argument("--out", type=Path, help="manifest file to write (to build)")
+    m.add_argument(
+        "--structure",
+        action="append",
+        type=_structure,
+        metavar="NAME=VALUE",
+        help="structure name and its label value (repeatable); default 'structure=1'",
+    )
+    m.add_argument("--fully-labelled", action="store_true", help="every slice of every case is ground truth")
+    m.add_argument("--check", type=Path, metavar="MANIFEST", help="check this manifest instead of building one")
+    m.set_defaults(func=_cmd_manifest)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, object]:
@@ -183,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_predict_parser(sub)
     _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_manifest_parser(sub)
 
     pr = sub.add_parser(
         "presets",
@@ -208,19 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_output_path(path: Path) -> None:
-    """Fail early, before any computation, when ``path`` cannot be written.
-
-    Raises:
-        OutputError: Unsupported suffix or missing parent folder.
-    """
-    name = path.name.lower()
-    if not name.endswith(OUTPUT_SUFFIXES):
-        raise OutputError(f"Cannot write '{path}': unsupported file type. Use one of {', '.join(OUTPUT_SUFFIXES)}.")
-    if not path.parent.is_dir():
-        raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
-
-
 def _cmd_models(args: argparse.Namespace) -> int:
     from samtune.models import list_backbones, weights_status
 
@@ -236,69 +284,66 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+class TerminalEvents:
+    """Shows job events on a terminal (progress bar, metrics and messages on stderr), or with
+    ``--events`` writes them as protocol lines on stdout, as the worker does."""
+
+    def __init__(self, label: str, *, quiet: bool, json_events: bool) -> None:
+        self.json = None
+        if json_events:
+            from samtune.events import EventWriter
+
+            self.json = EventWriter(sys.stdout)
+        self.bar = ProgressBar(label, enabled=not quiet and not json_events)
+
+    def __enter__(self) -> TerminalEvents:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, event: dict[str, object]) -> None:
+        if self.json is not None:
+            self.json(event)
+            return
+        kind = event["type"]
+        if kind == "progress":
+            self.bar.update(int(event["step"]), int(event["total"]), str(event.get("stage", "")))  # type: ignore[call-overload]
+        elif kind == "metrics":
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in event.items() if k != "type"}
+            print(f"\n{shown}" if self.bar.enabled else shown, file=sys.stderr)
+        elif kind == "log":
+            print(("\n" if self.bar.enabled else "") + str(event["message"]), file=sys.stderr)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from samtune.data import IntensityConfig, SliceConfig, read_volume, resolve_axis, write_label
-    from samtune.models import build_model, get_backbone, resolve_device
-    from samtune.predict import PredictConfig, box_prompts_from_ijk, merge_prompts, point_prompts_from_ijk
+    from samtune.jobs import PredictJob, run_predict_job
 
-    check_output_path(args.out)
-    trained = Path(args.model).is_dir()
-    if not trained:
-        get_backbone(args.model)  # an unknown name fails before any reading
-    intensity = IntensityConfig(
-        mode=args.intensity,
-        ct_preset=args.ct_preset,
-        window_low=args.window[0] if args.window else None,
-        window_high=args.window[1] if args.window else None,
-    )
-    slices = SliceConfig(axis=args.axis, intensity=intensity, two_and_half_d=args.two_and_half_d)
-    config = PredictConfig(
-        threshold=args.threshold,
-        batch_size=args.batch_size,
-        slice_range=args.slices,
-        slices=slices,
-        label_value=args.label_value,
-    )
-    device = resolve_device(args.device)
-    image = read_volume(args.image)
-    axis = resolve_axis(image, slices.axis)
-    prompts = None
-    if args.box or args.point or args.neg_point:
-        maps = []
-        if args.box:
-            maps.append(box_prompts_from_ijk(args.box, axis=axis, shape=image.shape))
-        points = (args.point or []) + (args.neg_point or [])
-        labels = [1] * len(args.point or []) + [0] * len(args.neg_point or [])
-        if points:
-            maps.append(point_prompts_from_ijk(points, labels, axis=axis))
-        prompts = merge_prompts(*maps)
-    if trained:
-        from samtune.io.model_folder import load_trained_model
+    job = PredictJob(
+        image=str(args.image), out=str(args.out), model=str(args.model),
+        weights=str(args.weights) if args.weights else None, device=args.device,
+        box=[list(b) for b in args.box] if args.box else None,
+        point=[list(p) for p in args.point] if args.point else None,
+        neg_point=[list(p) for p in args.neg_point] if args.neg_point else None,
+        axis=args.axis, slices=list(args.slices) if args.slices else None, threshold=args.threshold,
+        batch_size=args.batch_size, intensity=args.intensity, window=list(args.window) if args.window else None,
+        ct_preset=args.ct_preset, two_and_half_d=args.two_and_half_d, label_value=args.label_value, name=args.name,
+    )  # fmt: skip
+    with TerminalEvents("predict", quiet=args.quiet, json_events=args.events) as events:
 
-        model, card = load_trained_model(args.model, device=device, backbone_weights=args.weights)
-        if args.name == "Segment_1":
-            args.name = card.get("structure", args.name)
-    else:
-        model = build_model(args.model, weights=args.weights, device=device)
-    mode = "prompted" if prompts is not None else "automatic"
-    print(f"Segmenting {args.image} with {args.model} on {device} ({mode} mode)", file=sys.stderr)
-    started = time.perf_counter()
-    with ProgressBar("predict", enabled=not args.quiet) as bar:
-        from samtune.predict import predict_volume
+        def emit(event: dict[str, object]) -> None:
+            if not args.events and event["type"] == "started":
+                print(f"Segmenting {args.image} with {args.model} on {event['device']} ({event['mode']} mode)",
+                      file=sys.stderr)  # fmt: skip
+            elif not args.events and event["type"] == "finished":
+                events.bar.__exit__()
+                print(f"Wrote {args.out} ({event['foreground_voxels']} foreground voxels) in "
+                      f"{float(event['seconds']):.1f} s", file=sys.stderr)  # type: ignore[arg-type]  # fmt: skip
+            else:
+                events(event)
 
-        label = predict_volume(model, image, config, prompts=prompts, progress=bar.update)
-    n_fg = int((label.array != 0).sum())
-    write_label(label, args.out, segment_names={args.name: args.label_value})
-    print(
-        f"Wrote {args.out} ({n_fg} foreground voxels) in {time.perf_counter() - started:.1f} s",
-        file=sys.stderr,
-    )
-    if n_fg == 0 and prompts is None and not trained:
-        print(
-            "The prediction is empty: pretrained backbones segment nothing without prompts. "
-            "Give --box or --point, or use a fine-tuned model.",
-            file=sys.stderr,
-        )
+        run_predict_job(job, emit=emit)
     return 0
 
 
@@ -320,34 +365,106 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from samtune.train.manifest import cases_from_manifest
-    from samtune.train.presets import load_preset
-    from samtune.train.run import fine_tune
+    from samtune.jobs import TrainJob, load_job, run_train_job
+    from samtune.runs import RunFolder
+    from samtune.worker import StopFlag
 
-    if args.out.exists() and any(args.out.iterdir()):
-        raise OutputError(f"Model folder '{args.out}' already exists and is not empty. Choose a new --out.")
+    if args.resume is not None:
+        folder = RunFolder(args.resume)
+        if not folder.job.is_file():
+            raise OutputError(f"Cannot resume '{folder.path}': it holds no job.json (not a SAMTune run folder).")
+        job = load_job(folder.job)
+        assert isinstance(job, TrainJob)
+    else:
+        missing = [name for name, value in (("--preset", args.preset), ("--train-manifest", args.train_manifest),
+                                            ("--out", args.out)) if value is None]  # fmt: skip
+        if missing:
+            raise ConfigurationError(f"samtune train needs {', '.join(missing)} (or --resume RUN_DIR).")
+        if not args.out.parent.is_dir():
+            raise OutputError(f"Cannot create '{args.out}': the folder '{args.out.parent}' does not exist.")
+        overrides = parse_overrides(args.set)
+        if args.device:
+            overrides["device"] = args.device
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        run_dir = args.run_dir or args.out.with_name(args.out.name + ".run")
+        job = TrainJob(
+            manifest=str(args.train_manifest.resolve()), run_dir=str(run_dir.resolve()), preset=args.preset,
+            overrides=overrides, structure=args.structure, model_dir=str(args.out.resolve()),
+            weights=str(args.weights.resolve()) if args.weights else None,
+        )  # fmt: skip
+    stop = StopFlag()
+    stop.install()
+    with TerminalEvents("train", quiet=args.quiet, json_events=args.events) as events:
+
+        def emit(event: dict[str, object]) -> None:
+            if args.events:
+                events(event)
+            elif event["type"] == "started":
+                print(f"Training {job.preset or 'custom'} ({event['backbone']}, {event['method']}) into "
+                      f"{event['run_dir']}", file=sys.stderr)  # fmt: skip
+            elif event["type"] == "finished":
+                print(f"\nWrote model {event['model']} (best epoch {event['best_epoch']}: {event['metrics']})",
+                      file=sys.stderr)  # fmt: skip
+            else:
+                events(event)
+
+        try:
+            run_train_job(job, emit=emit, resume=args.resume is not None, should_stop=stop)
+        except SAMTuneError as error:
+            if error.kind == "cancelled":
+                print(f"\n{error} To continue: samtune train --resume {job.run_dir}", file=sys.stderr)
+                return EXIT_CODES["cancelled"]
+            raise
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from samtune.evaluate import evaluate_pairs, pair_files, scores_csv, scores_table
+
+    if args.csv is not None and not args.csv.parent.is_dir():
+        raise OutputError(f"Cannot write '{args.csv}': the folder '{args.csv.parent}' does not exist.")
+    pairs = pair_files(args.pred, args.ref)
+    scores = evaluate_pairs(pairs, structures=dict(args.structure) if args.structure else None,
+                            tolerance_mm=args.tolerance_mm)  # fmt: skip
+    print(scores_table(scores))
+    if args.csv is not None:
+        from samtune.runs import atomic_write_text
+
+        atomic_write_text(args.csv, scores_csv(scores))
+        print(f"Wrote {args.csv}", file=sys.stderr)
+    return 0
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    import json
+
+    from samtune.errors import DataError
+    from samtune.train.manifest import build_manifest, validate_manifest
+
+    if args.check is not None:
+        problems = validate_manifest(args.check)
+        if problems:
+            raise DataError(f"Manifest '{args.check}' has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        print(f"{args.check}: OK", file=sys.stderr)
+        return 0
+    missing = [o for o, v in (("--images", args.images), ("--labels", args.labels), ("--out", args.out)) if v is None]
+    if missing:
+        raise ConfigurationError(f"samtune manifest needs {', '.join(missing)} to build one (or --check MANIFEST).")
     if not args.out.parent.is_dir():
-        raise OutputError(f"Cannot create '{args.out}': the folder '{args.out.parent}' does not exist.")
-    overrides = parse_overrides(args.set)
-    if args.device:
-        overrides["device"] = args.device
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    config = load_preset(args.preset).train_config(overrides)
-    cases = cases_from_manifest(args.train_manifest, structure=args.structure)
-    print(f"Training {args.preset} ({config.backbone}) on {len(cases)} case(s)", file=sys.stderr)
-    with ProgressBar("train", enabled=not args.quiet) as bar:
+        raise OutputError(f"Cannot write '{args.out}': the folder '{args.out.parent}' does not exist.")
+    manifest = build_manifest(args.images, args.labels, structures=dict(args.structure) if args.structure else None,
+                              fully_labelled=args.fully_labelled)  # fmt: skip
+    from samtune.runs import atomic_write_text
 
-        def on_event(event: dict[str, object]) -> None:
-            if event["type"] == "progress":
-                bar.update(int(event["step"]), int(event["total"]), str(event.get("stage", "")))  # type: ignore[call-overload]
-            elif event["type"] == "metrics":
-                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in event.items() if k != "type"}
-                print(f"\n{shown}" if bar.enabled else shown, file=sys.stderr)
-
-        outcome = fine_tune(cases, config, out_dir=args.out, on_event=on_event, backbone_weights=args.weights)
-    best = outcome.result.history[outcome.result.best_epoch - 1] if outcome.result.best_epoch else {}
-    print(f"Wrote model {outcome.folder} (best epoch {outcome.result.best_epoch}: {best})", file=sys.stderr)
+    atomic_write_text(args.out, json.dumps(manifest, indent=2) + "\n")
+    problems = validate_manifest(args.out)
+    if problems:
+        raise DataError(
+            f"Wrote '{args.out}' ({len(manifest['cases'])} cases), but it has {len(problems)} problem(s):\n  "
+            + "\n  ".join(problems)
+        )
+    print(f"Wrote {args.out} ({len(manifest['cases'])} cases, checked)", file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,19 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+#: Process exit code per error kind (the ``samtune`` command and the worker share them).
+EXIT_CODES = {
+    "internal": 1,
+    "configuration": 2,
+    "data": 3,
+    "weights": 4,
+    "device": 5,
+    "output": 6,
+    "diverged": 7,
+    "out_of_memory": 8,
+    "cancelled": 9,
+}
+
 
 class SAMTuneError(Exception):
     """Base class of every error SAMTune raises on purpose."""

@@ -16,10 +16,7 @@ def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     Raises:
         GeometryMismatchError: If the shapes differ.
     """
-    p = np.asarray(prediction) != 0
-    r = np.asarray(reference) != 0
-    if p.shape != r.shape:
-        raise GeometryMismatchError(f"Cannot compare masks of shapes {p.shape} and {r.shape}.")
+    p, r = _masks(prediction, reference)
     total = int(p.sum()) + int(r.sum())
     if total == 0:
         return 1.0
@@ -40,34 +37,57 @@ def normalized_surface_dice(
     Returns:
         In [0, 1]; 1.0 when both masks are empty, 0.0 when exactly one is.
     """
-    import SimpleITK as sitk
-
-    p = np.asarray(prediction) != 0
-    r = np.asarray(reference) != 0
-    if p.shape != r.shape:
-        raise GeometryMismatchError(f"Cannot compare masks of shapes {p.shape} and {r.shape}.")
+    p, r = _masks(prediction, reference)
     if not p.any() and not r.any():
         return 1.0
     if not p.any() or not r.any():
         return 0.0
 
-    def surface_and_distance(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        image = sitk.GetImageFromArray(mask.astype(np.uint8))
-        image.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-        contour = sitk.GetArrayFromImage(sitk.LabelContour(image, fullyConnected=False)) != 0
-        distance = sitk.GetArrayFromImage(
-            sitk.Abs(
-                sitk.SignedMaurerDistanceMap(
-                    sitk.Cast(sitk.LabelContour(image), sitk.sitkUInt8),
-                    squaredDistance=False,
-                    useImageSpacing=True,
-                )
-            )
-        )
-        return contour, distance
-
-    p_surface, p_distance = surface_and_distance(p)
-    r_surface, r_distance = surface_and_distance(r)
+    p_surface, p_distance = _surface_and_distance(p, spacing)
+    r_surface, r_distance = _surface_and_distance(r, spacing)
     close_p = np.count_nonzero(r_distance[p_surface] <= tolerance_mm)
     close_r = np.count_nonzero(p_distance[r_surface] <= tolerance_mm)
     return (close_p + close_r) / (np.count_nonzero(p_surface) + np.count_nonzero(r_surface))
+
+
+def _masks(prediction: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(prediction) != 0
+    r = np.asarray(reference) != 0
+    if p.shape != r.shape:
+        raise GeometryMismatchError(f"Cannot compare masks of shapes {p.shape} and {r.shape}.")
+    return p, r
+
+
+def _surface_and_distance(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The mask's surface voxels and every voxel's distance (mm) to that surface."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+    contour_image = sitk.LabelContour(image, fullyConnected=False)
+    contour = sitk.GetArrayFromImage(contour_image) != 0
+    distance = sitk.GetArrayFromImage(
+        sitk.Abs(
+            sitk.SignedMaurerDistanceMap(
+                sitk.Cast(contour_image, sitk.sitkUInt8), squaredDistance=False, useImageSpacing=True
+            )
+        )
+    )
+    return contour, distance
+
+
+def hausdorff_95(prediction: np.ndarray, reference: np.ndarray, *, spacing: tuple[float, ...]) -> float:
+    """95th percentile of the symmetric surface distance in mm (HD95).
+
+    Both surfaces' distances to the other are pooled and the 95th percentile taken. Two empty
+    masks give 0.0; exactly one empty mask gives ``inf`` (no surface to measure against).
+    """
+    p, r = _masks(prediction, reference)
+    if not p.any() and not r.any():
+        return 0.0
+    if not p.any() or not r.any():
+        return float("inf")
+    p_surface, p_distance = _surface_and_distance(p, spacing)
+    r_surface, r_distance = _surface_and_distance(r, spacing)
+    distances = np.concatenate([r_distance[p_surface], p_distance[r_surface]])
+    return float(np.percentile(distances, 95))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from samtune.errors import GeometryMismatchError
-from samtune.metrics import dice
+from samtune.metrics import dice, hausdorff_95
 
 
 def test_dice_hand_computed() -> None:
@@ -28,3 +28,15 @@ def test_dice_ignores_background_and_handles_empty_masks() -> None:
 def test_dice_shape_mismatch() -> None:
     with pytest.raises(GeometryMismatchError):
         dice(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_hd95_of_a_shifted_square_is_the_shift_in_mm() -> None:
+    a = np.zeros((40, 40), dtype=bool)
+    a[10:20, 10:20] = True
+    b = np.roll(a, 3, axis=1)  # shifted 3 columns
+    # Every column-facing surface voxel is 3 columns away; rows in between are closer. With 0.5 mm
+    # columns the largest distance is 1.5 mm, and the 95th percentile lies at it.
+    assert hausdorff_95(a, b, spacing=(1.0, 0.5)) == pytest.approx(1.5)
+    assert hausdorff_95(a, a, spacing=(1.0, 1.0)) == 0.0
+    assert hausdorff_95(a, np.zeros_like(a), spacing=(1.0, 1.0)) == float("inf")
+    assert hausdorff_95(np.zeros_like(a), np.zeros_like(a), spacing=(1.0, 1.0)) == 0.0

@@ -22,6 +22,7 @@ import samtune
 from samtune.errors import OutputError, WeightsError
 from samtune.models import (
     build_model,
+    build_tiny_model,
     get_backbone,
     load_checkpoint,
     locate_weights,
@@ -135,7 +136,10 @@ def load_trained_model(
             f"Model '{folder.name}' was trained on {card['backbone']} weights with SHA-256 {expected}, but the "
             f"weights found now hash to {actual}. Use the same backbone file it was trained with (--weights)."
         )
-    model = build_model(card["backbone"], weights=backbone_weights, device="cpu", tiny=tiny)
+    if tiny:  # a dry-run model: rebuild the same random base from its seed
+        model = build_tiny_model(card["backbone"], seed=int(card.get("tiny_seed", 0)))
+    else:
+        model = build_model(card["backbone"], weights=backbone_weights, device="cpu")
     finetune = FineTuneConfig(**{k: v for k, v in card["training"]["finetune"].items()})
     apply_finetuning(model, finetune)
     state = load_checkpoint(folder / MODEL_WEIGHTS)

@@ -1,6 +1,6 @@
 """Backbone registry, safe weight loading, device selection and the common SAM model wrapper."""
 
-from samtune.models.builders import build_model, load_state_into
+from samtune.models.builders import build_model, build_tiny_model, load_state_into
 from samtune.models.device import describe_devices, resolve_device
 from samtune.models.registry import (
     BACKBONES,
@@ -31,6 +31,7 @@ __all__ = [
     "PixelNorm",
     "SamModel",
     "build_model",
+    "build_tiny_model",
     "describe_devices",
     "download_weights",
     "get_backbone",

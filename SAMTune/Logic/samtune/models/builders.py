@@ -255,3 +255,13 @@ def build_model(
     model.to(target)
     model.eval()
     return model
+
+
+def build_tiny_model(name: str, *, seed: int = 0, device: str | torch.device = "cpu") -> SamModel:
+    """The tiny random configuration of ``name``, initialised from ``seed`` (same seed, same model).
+
+    The global random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name, tiny=True, device=device)

@@ -9,7 +9,7 @@ from samtune.train.losses import LossKind, dice_ce_loss, soft_dice_loss, structu
 from samtune.train.presets import Preset, list_presets, load_preset, presets_dir
 from samtune.train.run import FineTuneOutcome, fine_tune
 from samtune.train.schedule import make_scheduler, warmup_poly_factor
-from samtune.train.trainer import OutOfMemoryError, Trainer, TrainingDivergedError, TrainResult
+from samtune.train.trainer import OutOfMemoryError, Trainer, TrainingCancelledError, TrainingDivergedError, TrainResult
 
 __all__ = [
     "AugmentConfig",
@@ -27,6 +27,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingCancelledError",
     "TrainingCase",
     "TrainingDivergedError",
     "augment_batch",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -274,15 +275,30 @@ class BiLevelTrainer(Trainer):
         upper_loss = self.upper_step(upper, lower_loss=lower_fn if second else None, weights_before=before, xi=xi)
         return {"loss": loss, "upper_loss": upper_loss}
 
-    def _epoch_steps(self, epoch: int) -> list[Callable[[], dict[str, float]]]:
+    def _epoch_plan(self, epoch: int) -> list[list[list[int]]]:
         steps = self.steps_per_epoch
-        pairs = list(zip(self.d1_batches.epoch(steps), self.d2_batches.epoch(steps)))
-        self.visited_d2.append(sorted({int(i) for _, upper in pairs for i in upper.tolist()}))
+        plan = [
+            [lower.tolist(), upper.tolist()]
+            for lower, upper in zip(self.d1_batches.epoch(steps), self.d2_batches.epoch(steps))
+        ]
+        self.visited_d2.append(sorted({i for _, upper in plan for i in upper}))
+        return plan
 
-        def step(lower: torch.Tensor, upper: torch.Tensor) -> Callable[[], dict[str, float]]:
-            return lambda: self.iteration(lower, upper)
+    def _run_step(self, item: list[list[int]]) -> dict[str, float]:
+        lower, upper = (torch.tensor(rows, dtype=torch.long) for rows in item)
+        return self.iteration(lower, upper)
 
-        return [step(lower, upper) for lower, upper in pairs]
+    def _optimiser_state(self) -> dict[str, Any]:
+        return {
+            **super()._optimiser_state(),
+            "prompt_optimizer": self.prompt_optimizer.state_dict(),
+            "prompt_scheduler": self.prompt_scheduler.state_dict(),
+        }
+
+    def _load_optimiser_state(self, state: dict[str, Any]) -> None:
+        super()._load_optimiser_state(state)
+        self.prompt_optimizer.load_state_dict(state["prompt_optimizer"])
+        self.prompt_scheduler.load_state_dict(state["prompt_scheduler"])
 
     def _epoch_metrics(self) -> dict[str, float]:
         d2_dice, d2_nsd = self.evaluate(self.train_samples, self.cache, self.d2)

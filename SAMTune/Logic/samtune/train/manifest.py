@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from samtune.data.io import read_label, read_volume
+from samtune.data.io import IMAGE_SUFFIXES, read_label, read_volume
 from samtune.errors import DataError, SAMTuneError
 from samtune.train.data import TrainingCase
 
@@ -27,6 +27,14 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         DataError: Unreadable JSON, unknown keys, missing fields or files (all listed together).
     """
+    entries, problems = _entries(path)
+    if problems:
+        raise DataError(f"Manifest '{path}' has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return entries
+
+
+def _entries(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Case entries (absolute paths) and the problems found without reading any image."""
     path = Path(path).expanduser()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -57,9 +65,79 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
                     problems.append(f"case {name}: {key} file '{file}' does not exist")
         entry.setdefault("structures", {"structure": 1})
         out.append(entry)
+    return out, problems
+
+
+#: Suffixes a label file may add to its image's name (``case01_label.nii.gz`` for ``case01.nii.gz``).
+LABEL_NAME_SUFFIXES = ("", "_label", "-label", "_labels", "-labels", "_seg", "-seg", "_mask", "-mask", ".seg")
+
+
+def build_manifest(
+    images: str | Path,
+    labels: str | Path,
+    *,
+    structures: dict[str, int] | None = None,
+    fully_labelled: bool = False,
+) -> dict[str, Any]:
+    """A manifest pairing every image in ``images`` with its label in ``labels`` by file name.
+
+    A label matches an image when its name is the image's name, optionally followed by one of
+    :data:`LABEL_NAME_SUFFIXES` (any image format on either side).
+
+    Raises:
+        DataError: A missing folder, an image without a label, a label without an image (all listed).
+    """
+    from samtune.evaluate import case_name
+
+    images, labels = Path(images).expanduser(), Path(labels).expanduser()
+    problems = [f"folder '{f}' does not exist" for f in (images, labels) if not f.is_dir()]
     if problems:
-        raise DataError(f"Manifest '{path}' has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
-    return out
+        raise DataError("Cannot build a manifest:\n  " + "\n  ".join(problems))
+
+    def files(folder: Path) -> dict[str, Path]:
+        return {case_name(p): p for p in sorted(folder.iterdir()) if p.name.lower().endswith(IMAGE_SUFFIXES)}
+
+    image_files, label_files = files(images), files(labels)
+    cases, used = [], set()
+    for name, image in image_files.items():
+        match = next((label_files[name + s] for s in LABEL_NAME_SUFFIXES if name + s in label_files), None)
+        if match is None:
+            problems.append(f"image '{image.name}' has no label in '{labels}'")
+            continue
+        used.add(match)
+        cases.append({
+            "id": name, "image": str(image.resolve()), "label": str(match.resolve()),
+            "structures": dict(structures or {"structure": 1}), "fully_labelled": fully_labelled,
+        })  # fmt: skip
+    problems += [f"label '{p.name}' has no image in '{images}'" for p in label_files.values() if p not in used]
+    if not image_files:
+        problems.append(f"no image file in '{images}' (looked for {', '.join(IMAGE_SUFFIXES)})")
+    if problems:
+        raise DataError(f"Cannot build a manifest ({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
+    return {"cases": cases}
+
+
+def validate_manifest(path: str | Path) -> list[str]:
+    """Every problem of a manifest: its structure, missing files, unreadable images and labels,
+    label grids that differ from their image's, structures whose value is absent. Empty when fine.
+    """
+    try:
+        entries, problems = _entries(path)
+    except DataError as error:
+        return [str(error)]
+    for entry in entries:
+        if not all(k in entry and Path(entry[k]).exists() for k in ("image", "label")):
+            continue  # already reported
+        try:
+            image = read_volume(entry["image"])
+            label = read_label(entry["label"], reference=image)
+        except SAMTuneError as error:
+            problems.append(f"case {entry.get('id')}: {error}")
+            continue
+        for name, value in entry["structures"].items():
+            if not (label.array == int(value)).any():
+                problems.append(f"case {entry.get('id')}: structure '{name}' (value {value}) is not in the label map")
+    return problems
 
 
 def cases_from_manifest(path: str | Path, *, structure: str | None = None) -> list[TrainingCase]:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from samtune.data.split import split_cases
 from samtune.errors import DataError
-from samtune.models import build_model, resolve_device
+from samtune.models import build_model, build_tiny_model, resolve_device
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import apply_finetuning
 from samtune.train.bilevel import BiLevelTrainer
+from samtune.train.checkpoints import CheckpointStore
 from samtune.train.config import Optimiser, TrainConfig
 from samtune.train.data import SliceSamples, TrainingCase, build_samples
 from samtune.train.trainer import EventCallback, Trainer, TrainResult
@@ -57,6 +59,10 @@ def fine_tune(
     out_dir: str | Path | None = None,
     on_event: EventCallback | None = None,
     backbone_weights: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+    tiny: bool = False,
 ) -> FineTuneOutcome:
     """Fine-tune ``config.backbone`` on ``cases`` and optionally save the model folder.
 
@@ -67,6 +73,14 @@ def fine_tune(
         out_dir: Model folder to write (must not exist or be empty).
         on_event: Progress/metrics callback.
         backbone_weights: Explicit weights file for the backbone.
+        checkpoint_dir: Folder for resumable checkpoints (every ``config.checkpoint_every`` epochs
+            and on cancellation); ``None`` writes none.
+        resume: Continue from the newest intact checkpoint in ``checkpoint_dir`` (a fresh run
+            when there is none).
+        should_stop: Polled after every step; True stops the run after a checkpoint
+            (:class:`~samtune.train.TrainingCancelledError`).
+        tiny: Build a tiny randomly initialised configuration of the backbone, seeded with
+            ``config.seed`` (a dry run of the whole pipeline in seconds; the model is useless).
 
     Raises:
         DataError: No labelled slice; a validation split with fewer than two cases.
@@ -78,12 +92,16 @@ def fine_tune(
             f"One training run learns one structure; got {sorted(structures)}. Train one model per structure."
         )
     device = resolve_device(config.device)
+    if model is None and tiny:
+        model = build_tiny_model(config.backbone, seed=config.seed, device=device)
     tiny = model is not None and model.tiny
     if model is None:
         model = build_model(config.backbone, weights=backbone_weights, device=device)
     else:
         model.to(device)
-    apply_finetuning(model, config.finetune)
+    with torch.random.fork_rng(devices=[]):  # adapter initialisation follows the run's seed
+        torch.manual_seed(config.seed)
+        apply_finetuning(model, config.finetune)
     if config.gradient_checkpointing:
         from samtune.train.checkpointing import enable_gradient_checkpointing
 
@@ -115,7 +133,28 @@ def fine_tune(
     val = samples(val_ids) if val_ids else None
     trainer_class = BiLevelTrainer if Optimiser.parse(config.optimiser) is Optimiser.BILEVEL else Trainer
     trainer = trainer_class(model, config, train, val, on_event=on_event)
-    result = trainer.fit()
+    store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else None
+    state = None
+    if resume and store is not None:
+        latest = store.load_latest()
+        for message in store.skipped:
+            (on_event or (lambda event: None))({"type": "log", "level": "warning", "message": message})
+        if latest is not None:
+            state, entry = latest
+            (on_event or (lambda event: None))(
+                {"type": "log", "message": f"Resuming from {entry['file']} (step {entry['step']})."}
+            )
+
+    def save_checkpoint(training_state: dict[str, Any], reason: str) -> None:
+        assert store is not None
+        path = store.save(training_state, step=int(training_state["step"]), reason=reason)
+        if on_event is not None:
+            on_event({"type": "checkpoint", "path": str(path), "epoch": int(training_state["epoch"]) - 1,
+                      "step": int(training_state["step"]), "reason": reason})  # fmt: skip
+
+    result = trainer.fit(
+        checkpoint=save_checkpoint if store is not None else None, resume=state, should_stop=should_stop
+    )
     trainer.load_best(result)
     model.eval()
     summary = _summary(train, val, cases)
@@ -132,6 +171,6 @@ def fine_tune(
             data_summary=summary,
             metrics={k: float(v) for k, v in best.items() if isinstance(v, (int, float, np.floating))},
             backbone_weights=backbone_weights,
-            extra={"tiny": True} if tiny else None,
+            extra={"tiny": True, "tiny_seed": config.seed} if tiny else None,
         )
     return FineTuneOutcome(model, result, summary, folder)

@@ -6,6 +6,7 @@ worker and tests observe the same run. Runs are reproducible for a seed on one d
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -39,6 +40,12 @@ class TrainingDivergedError(SAMTuneError, RuntimeError):
     """The loss became NaN or infinite."""
 
     kind = "diverged"
+
+
+class TrainingCancelledError(SAMTuneError):
+    """The run was asked to stop; a checkpoint was written (when a checkpoint hook was given)."""
+
+    kind = "cancelled"
 
 
 class OutOfMemoryError(SAMTuneError, RuntimeError):
@@ -99,6 +106,7 @@ class Trainer:
         self.device = model.device
         self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
+        self._cursor: dict[str, Any] = {}
         self._setup()
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
@@ -284,18 +292,15 @@ class Trainer:
                 "turn on gradient_checkpointing, or the 'CPU quick' preset."
             ) from error
 
-    def _epoch_steps(self, epoch: int) -> list[Callable[[], dict[str, float]]]:
-        """The steps of one epoch, each returning its losses (``loss`` at least)."""
+    def _epoch_plan(self, epoch: int) -> list[list[list[int]]]:
+        """The batches of one epoch, drawn from the seeded generator: per step, lists of sample rows."""
         order = torch.randperm(len(self.train_samples), generator=self.generator)
+        return [[batch.tolist()] for batch in order.split(self.config.batch_size)]
 
-        def step(batch: torch.Tensor) -> Callable[[], dict[str, float]]:
-            def run() -> dict[str, float]:
-                loss, balance = self.train_step(batch)
-                return {"loss": loss, "balance_loss": balance}
-
-            return run
-
-        return [step(batch) for batch in order.split(self.config.batch_size)]
+    def _run_step(self, item: list[list[int]]) -> dict[str, float]:
+        """Run one planned step; returns its losses (``loss`` at least)."""
+        loss, balance = self.train_step(torch.tensor(item[0], dtype=torch.long))
+        return {"loss": loss, "balance_loss": balance}
 
     def _epoch_metrics(self) -> dict[str, float]:
         """Metrics computed after each epoch (validation)."""
@@ -305,35 +310,137 @@ class Trainer:
         """What the best checkpoint maximises: validation Dice, or minus the training loss without one."""
         return metrics.get("val_dice", -metrics["loss"])
 
-    def fit(self, *, checkpoint: Callable[[int, TrainResult], None] | None = None) -> TrainResult:
+    # --- resumable state ----------------------------------------------------------------------
+
+    def _optimiser_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def _load_optimiser_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly: trainable weights, optimiser and schedule
+        states, random-number states, the current epoch's plan and position, and the result so far.
+
+        Only tensors, numbers, strings, lists and dicts: loadable with ``torch.load(weights_only=True)``.
+        """
+        cursor = self._cursor
+        result: TrainResult = cursor["result"]
+        return {
+            "format": "samtune-training-state",
+            "version": 1,
+            "trainable": trainable_state(self.model),
+            "optimiser": self._optimiser_state(),
+            "generator": self.generator.get_state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": cursor["epoch"],
+            "position": cursor["position"],
+            "plan": cursor["plan"],
+            "epoch_losses": cursor["losses"],
+            "step": cursor["step"],
+            "since_best": cursor["since_best"],
+            "result": {
+                "best_metric": result.best_metric,
+                "best_epoch": result.best_epoch,
+                "history": result.history,
+                "best_state": result.best_state,
+            },
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`training_state` into this trainer (built with the same configuration and data)."""
+        if state.get("format") != "samtune-training-state":
+            raise SAMTuneError("Not a SAMTune training checkpoint.")
+        parameters = dict(self.model.named_parameters())
+        missing = [n for n in state["trainable"] if n not in parameters]
+        if missing or set(state["trainable"]) != {n for n, p in parameters.items() if p.requires_grad}:
+            raise SAMTuneError(
+                "The checkpoint does not belong to this configuration (its trainable parameters differ). "
+                "Resume with the run's own configuration."
+            )
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                parameters[name].copy_(value)
+        self._load_optimiser_state(state["optimiser"])
+        self.generator.set_state(state["generator"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        saved = state["result"]
+        result = TrainResult(
+            best_metric=float(saved["best_metric"]),
+            best_epoch=int(saved["best_epoch"]),
+            history=list(saved["history"]),
+            best_state=dict(saved["best_state"]),
+        )
+        self._cursor = {
+            "epoch": int(state["epoch"]),
+            "position": int(state["position"]),
+            "plan": state["plan"],
+            "losses": {k: list(v) for k, v in state["epoch_losses"].items()},
+            "step": int(state["step"]),
+            "since_best": int(state["since_best"]),
+            "result": result,
+        }
+
+    def fit(
+        self,
+        *,
+        checkpoint: Callable[[dict[str, Any], str], None] | None = None,
+        resume: dict[str, Any] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TrainResult:
         """Train for ``config.epochs`` (or until early stopping) and return the best model's state.
 
         Args:
-            checkpoint: Called as ``checkpoint(epoch, result_so_far)`` every ``checkpoint_every`` epochs.
+            checkpoint: Called as ``checkpoint(training_state, reason)`` at the end of every
+                ``checkpoint_every``-th epoch (reason ``"periodic"``) and when stopped (``"cancelled"``).
+            resume: A :meth:`training_state` to continue from (same configuration and data).
+            should_stop: Polled after every step; when it returns True the run finishes that step,
+                writes a checkpoint and raises :class:`TrainingCancelledError`.
 
         Raises:
             TrainingDivergedError: NaN or infinite loss.
             OutOfMemoryError: The GPU ran out of memory (with what to change).
+            TrainingCancelledError: ``should_stop`` asked the run to stop.
         """
         config = self.config
-        result = TrainResult(best_metric=-math.inf, best_epoch=0, best_state=trainable_state(self.model))
-        since_best = 0
+        if resume is not None:
+            self.load_training_state(resume)
+        else:
+            torch.manual_seed(config.seed)  # noisy gates (Conv-LoRA) draw from the global generator
+            self._cursor = {
+                "epoch": 1, "position": 0, "plan": None, "losses": {}, "step": 0, "since_best": 0,
+                "result": TrainResult(best_metric=-math.inf, best_epoch=0, best_state=trainable_state(self.model)),
+            }  # fmt: skip
+        cursor = self._cursor
+        result: TrainResult = cursor["result"]
         started = time.perf_counter()
-        step = 0
-        for epoch in range(1, config.epochs + 1):
+        first_step = cursor["step"]
+        stop = False
+        while cursor["epoch"] <= config.epochs:
+            epoch = cursor["epoch"]
             epoch_started = time.perf_counter()
-            losses: dict[str, list[float]] = {}
-            for run_step in self._epoch_steps(epoch):
-                values = self._guarded(run_step)
+            if cursor["plan"] is None:
+                cursor.update(plan=self._epoch_plan(epoch), position=0, losses={})
+            plan, losses = cursor["plan"], cursor["losses"]
+            while cursor["position"] < len(plan):
+                item = plan[cursor["position"]]
+                values = self._guarded(lambda item=item: self._run_step(item))  # type: ignore[misc]
+                cursor["position"] += 1
+                cursor["step"] += 1
                 for key, value in values.items():
                     losses.setdefault(key, []).append(value)
-                step += 1
-                elapsed = time.perf_counter() - started
+                done = cursor["step"] - first_step
                 self.on_event({
                     "type": "progress", "stage": "train", "epoch": epoch, "epochs": config.epochs,
-                    "step": step, "total": self.total_steps, "loss": values["loss"],
-                    "eta_s": elapsed / step * (self.total_steps - step),
+                    "step": cursor["step"], "total": self.total_steps, "loss": values["loss"],
+                    "eta_s": (time.perf_counter() - started) / done * (self.total_steps - cursor["step"]),
                 })  # fmt: skip
+                stop = should_stop is not None and should_stop()
+                if stop and cursor["position"] < len(plan):
+                    self._stop(checkpoint, epoch)
             metrics: dict[str, float] = {"epoch": epoch, **{k: float(np.mean(v)) for k, v in losses.items()}}
             metrics.update({
                 "lr" if g["name"] == "weights" else f"{g['name']}_lr": float(g["lr"]) for g in self._groups()
@@ -346,21 +453,30 @@ class Trainer:
             if score > result.best_metric:
                 result.best_metric, result.best_epoch = score, epoch
                 result.best_state = trainable_state(self.model)
-                since_best = 0
+                cursor["since_best"] = 0
             else:
-                since_best += 1
-            if checkpoint is not None and epoch % config.checkpoint_every == 0:
-                checkpoint(epoch, result)
-            if config.patience and since_best >= config.patience:
+                cursor["since_best"] += 1
+            cursor.update(epoch=epoch + 1, plan=None, position=0, losses={})
+            stop_early = bool(config.patience and cursor["since_best"] >= config.patience)
+            if checkpoint is not None and (epoch % config.checkpoint_every == 0 or stop_early):
+                checkpoint(self.training_state(), "periodic")
+            if stop_early:
                 result.stopped_early = True
                 self.on_event(
-                    {
-                        "type": "log",
-                        "message": f"Early stopping after epoch {epoch} (best: {result.best_epoch}).",
-                    }
+                    {"type": "log", "message": f"Early stopping after epoch {epoch} (best: {result.best_epoch})."}
                 )
                 break
+            if stop and cursor["epoch"] <= config.epochs:  # asked during the epoch's last step
+                self._stop(checkpoint, epoch)
         return result
+
+    def _stop(self, checkpoint: Callable[[dict[str, Any], str], None] | None, epoch: int) -> None:
+        if checkpoint is not None:
+            checkpoint(self.training_state(), "cancelled")
+        raise TrainingCancelledError(
+            f"Training was cancelled in epoch {epoch} at step {self._cursor['step']} of {self.total_steps}; "
+            "resume it from its run folder."
+        )
 
     def _groups(self) -> list[dict[str, Any]]:
         return list(self.optimizer.param_groups)
@@ -373,4 +489,4 @@ class Trainer:
                 parameters[name].copy_(value)
 
 
-__all__ = ["OutOfMemoryError", "TrainResult", "Trainer", "TrainingDivergedError"]
+__all__ = ["OutOfMemoryError", "TrainResult", "Trainer", "TrainingCancelledError", "TrainingDivergedError"]

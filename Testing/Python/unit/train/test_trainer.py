@@ -177,7 +177,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(monkey
 
     monkeypatch.setattr(trainer, "_loss", poisoned)
     with pytest.raises(TrainingDivergedError, match="Lower the learning rate"):
-        trainer.fit(checkpoint=lambda epoch, result: saved.append(epoch))
+        trainer.fit(checkpoint=lambda state, reason: saved.append(state["result"]["history"][-1]["epoch"]))
     assert saved == [1]  # the epoch-1 checkpoint exists; nothing after the divergence
 
 

@@ -1,0 +1,123 @@
+"""The background worker: ``python -m samtune.worker --job job.json`` or ``--resume RUN_DIR``.
+
+Runs one training or prediction job and reports on stdout with **one JSON object per line**
+(protocol version 1, ``docs/worker-protocol.md``); free text goes to stderr. SIGTERM, SIGINT or a
+``STOP`` file in the run folder stop a training run after the current step, with a checkpoint to
+resume from.
+
+Exit codes: 0 finished, 1 internal error, 2 configuration, 3 data, 4 weights, 5 device,
+6 output, 7 diverged, 8 out of memory, 9 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from samtune.errors import EXIT_CODES, SAMTuneError
+from samtune.events import EventWriter
+from samtune.jobs import PredictJob, TrainJob, load_job, run_predict_job, run_train_job
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGINT; polled by the trainer after every step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal: str | None = None
+
+    def install(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._handle)
+
+    def _handle(self, number: int, frame: object) -> None:
+        self.requested = True
+        self.signal = signal.Signals(number).name
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def _record(job: TrainJob | PredictJob | None, event: dict[str, Any]) -> None:
+    """Add a final event to the run folder's ``events.jsonl`` when the run folder exists."""
+    if isinstance(job, TrainJob):
+        from samtune.events import event_line
+        from samtune.runs import RunFolder
+
+        folder = RunFolder(job.run_dir)
+        if folder.job.is_file():
+            folder.append_event(event_line(event))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python -m samtune.worker``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m samtune.worker",
+        description="Run one SAMTune training or prediction job, reporting JSON lines on stdout.",
+    )
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--job", type=Path, help="job file (JSON): kind train or predict")
+    group.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the training run in RUN_DIR")
+    return parser
+
+
+def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+    """Run the worker; returns its exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    emit = EventWriter(stdout or sys.stdout)
+    stop = StopFlag()
+    stop.install()
+    job: TrainJob | PredictJob | None = None
+    try:
+        if args.resume is not None:
+            from samtune.runs import RunFolder
+
+            folder = RunFolder(args.resume)
+            if not folder.job.is_file():
+                from samtune.errors import OutputError
+
+                raise OutputError(f"Cannot resume '{folder.path}': it holds no job.json (not a SAMTune run folder).")
+            job = load_job(folder.job)
+        else:
+            job = load_job(args.job)
+        if isinstance(job, TrainJob):
+            run_train_job(job, emit=emit, resume=args.resume is not None, should_stop=stop)
+        else:
+            run_predict_job(job, emit=emit)
+        return 0
+    except SAMTuneError as error:
+        if error.kind == "cancelled":
+            resume_dir = job.run_dir if isinstance(job, TrainJob) else ""
+            final: dict[str, Any] = {
+                "type": "cancelled", "message": str(error), "signal": stop.signal, "run_dir": resume_dir,
+                "resume": f"python -m samtune.worker --resume {resume_dir}",
+            }  # fmt: skip
+        else:
+            final = {"type": "error", "kind": error.kind, "message": str(error), "exit_code": EXIT_CODES[error.kind]}
+        emit(final)
+        _record(job, final)
+        print(f"samtune worker: {error}", file=sys.stderr)
+        return EXIT_CODES.get(error.kind, 1)
+    except Exception as error:  # noqa: BLE001 - the protocol must report every failure
+        traceback.print_exc(file=sys.stderr)
+        emit({"type": "error", "kind": "internal", "exit_code": 1,
+              "message": f"Internal error: {type(error).__name__}: {error}. Details are on stderr."})  # fmt: skip
+        return 1
+
+
+def main() -> None:
+    """Entry point of ``python -m samtune.worker``."""
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
