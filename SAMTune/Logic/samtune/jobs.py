@@ -172,26 +172,51 @@ def run_train_job(
             when ``should_stop`` stopped it (a checkpoint is written first).
     """
     from samtune.runs import RunFolder
-    from samtune.train.manifest import cases_from_manifest, read_manifest
-    from samtune.train.run import fine_tune
+    from samtune.train.distributed import init_from_environment, shutdown
+    from samtune.train.manifest import read_manifest
 
     run = RunFolder(job.run_dir)
     config = job.train_config()
     model_dir = Path(job.model_dir) if job.model_dir else run.model
-    run.check_start(resume=resume)
-    if model_dir.exists() and any(model_dir.iterdir()):
-        raise OutputError(f"Model folder '{model_dir}' already exists and is not empty. Choose a new one.")
-    entries = read_manifest(job.manifest)  # every problem of the manifest, before any folder is made
-    run.prepare(resume=resume)
-    if not resume:
-        run.write_json(run.job, job_to_dict(job))
-        run.write_json(run.config, config.to_dict())
-        run.write_json(run.manifest, {"cases": entries})
+    context = init_from_environment(config.device)  # torchrun: join the other processes
+    main = context is None or context.is_main
+    try:
+        if main:  # only rank 0 checks, creates and writes the run folder
+            run.check_start(resume=resume)
+            if model_dir.exists() and any(model_dir.iterdir()):
+                raise OutputError(f"Model folder '{model_dir}' already exists and is not empty. Choose a new one.")
+            entries = read_manifest(job.manifest)  # every problem of the manifest, before any folder is made
+            run.prepare(resume=resume)
+            if not resume:
+                run.write_json(run.job, job_to_dict(job))
+                run.write_json(run.config, config.to_dict())
+                run.write_json(run.manifest, {"cases": entries})
+        if context is not None:
+            context.barrier()
+        return _train_in_run_folder(job, run, config, model_dir, emit if main else None, resume, should_stop, context)
+    finally:
+        shutdown(context)
+
+
+def _train_in_run_folder(
+    job: TrainJob,
+    run: Any,
+    config: Any,
+    model_dir: Path,
+    emit: Emit | None,
+    resume: bool,
+    should_stop: Callable[[], bool] | None,
+    context: Any,
+) -> Path:
+    from samtune.train.manifest import cases_from_manifest
+    from samtune.train.run import fine_tune
+
     history: list[dict[str, Any]] = []
 
     def send(event: dict[str, Any]) -> None:
-        run.append_event(event_line(event))
-        emit(event)
+        if emit is not None:
+            run.append_event(event_line(event))
+            emit(event)
 
     def on_event(event: dict[str, Any]) -> None:
         if event["type"] == "metrics":
@@ -201,10 +226,10 @@ def run_train_job(
         send(event)
 
     send({"type": "started", "kind": "train", "run_dir": str(run.path), "resume": resume,
-          "backbone": config.backbone, "method": config.finetune.method, "optimiser": config.optimiser})  # fmt: skip
-    if resume:
-        previous = _history_from_events(run.events)
-        history.extend(previous)
+          "backbone": config.backbone, "method": config.finetune.method, "optimiser": config.optimiser,
+          "processes": context.world_size if context is not None else 1})  # fmt: skip
+    if resume and emit is not None:
+        history.extend(_history_from_events(run.events))
     cases = cases_from_manifest(run.manifest if resume else job.manifest, structure=job.structure)
     started = time.perf_counter()
 
@@ -216,22 +241,23 @@ def run_train_job(
             cases,
             config,
             out_dir=model_dir,
-            on_event=on_event,
+            on_event=on_event if emit is not None else None,
             backbone_weights=job.weights,
             checkpoint_dir=run.checkpoints,
             resume=resume,
             should_stop=stop_requested,
             tiny=job.tiny,
+            distributed=context,
         )
     except SAMTuneError as error:
         # The run folder keeps the story; the caller reports the error or cancellation itself.
-        run.append_log(f"{error.kind}: {error}")
+        if emit is not None:
+            run.append_log(f"{error.kind}: {error}")
         raise
     best = outcome.result.history[outcome.result.best_epoch - 1] if outcome.result.best_epoch else {}
-    send({"type": "finished", "model": str(outcome.folder), "best_epoch": outcome.result.best_epoch,
+    send({"type": "finished", "model": str(model_dir), "best_epoch": outcome.result.best_epoch,
           "metrics": best, "seconds": time.perf_counter() - started})  # fmt: skip
-    assert outcome.folder is not None
-    return outcome.folder
+    return model_dir
 
 
 def _history_from_events(path: Path) -> list[dict[str, Any]]:

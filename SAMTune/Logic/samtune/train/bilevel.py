@@ -173,6 +173,10 @@ class BiLevelTrainer(Trainer):
 
     def _setup(self) -> None:
         config = self.config
+        if self.distributed is not None:
+            raise ConfigurationError(
+                "BLO-SAM trains in one process (its few slices do not split over several); start it without torchrun."
+            )
         self.d1, self.d2 = split_d1_d2(self.train_samples, d2_fraction=config.bilevel.d2_fraction, seed=config.seed)
         self.visited_d2: list[list[int]] = []
         self.order = Hypergradient.parse(config.bilevel.hypergradient)

@@ -21,6 +21,7 @@ class EmbeddingCache:
     Args:
         model: The (frozen-encoder) model.
         images: ``(N, 3, S, S)`` model inputs.
+        rows: Only these rows (a process's shard); ``None`` caches all.
         batch_size: Slices encoded together.
         dtype: Storage dtype.
         progress: ``progress(done, total, message)`` while encoding.
@@ -34,9 +35,15 @@ class EmbeddingCache:
         batch_size: int = 1,
         dtype: torch.dtype = torch.float16,
         progress: Callable[[int, int, str], None] | None = None,
+        rows: list[int] | None = None,
     ) -> None:
         device = model.device
         chunks = []
+        #: Sample rows held (all when ``rows`` is None: a shard in multi-process training).
+        self.rows = list(range(images.shape[0])) if rows is None else list(rows)
+        self._position = {row: n for n, row in enumerate(self.rows)}
+        if rows is not None:
+            images = images[torch.tensor(self.rows, dtype=torch.long)]
         total = images.shape[0]
         was_training = model.image_encoder.training
         model.image_encoder.eval()
@@ -55,8 +62,13 @@ class EmbeddingCache:
         return int(self.embeddings.shape[0])
 
     def get(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Embeddings of ``indices`` as float32 on ``device``."""
-        return self.embeddings.index_select(0, indices.cpu()).to(device, torch.float32)
+        """Embeddings of sample rows ``indices`` as float32 on ``device``.
+
+        Raises:
+            KeyError: A row this (sharded) cache does not hold.
+        """
+        local = torch.tensor([self._position[int(i)] for i in indices.tolist()], dtype=torch.long)
+        return self.embeddings.index_select(0, local).to(device, torch.float32)
 
     @property
     def nbytes(self) -> int:

@@ -19,6 +19,7 @@ from samtune.train.bilevel import BiLevelTrainer
 from samtune.train.checkpoints import CheckpointStore
 from samtune.train.config import Optimiser, TrainConfig
 from samtune.train.data import SliceSamples, TrainingCase, build_samples
+from samtune.train.distributed import DistributedContext, device_for
 from samtune.train.trainer import EventCallback, Trainer, TrainResult
 
 
@@ -63,6 +64,8 @@ def fine_tune(
     resume: bool = False,
     should_stop: Callable[[], bool] | None = None,
     tiny: bool = False,
+    distributed: DistributedContext | None = None,
+    shards: int | None = None,
 ) -> FineTuneOutcome:
     """Fine-tune ``config.backbone`` on ``cases`` and optionally save the model folder.
 
@@ -81,6 +84,10 @@ def fine_tune(
             (:class:`~samtune.train.TrainingCancelledError`).
         tiny: Build a tiny randomly initialised configuration of the backbone, seeded with
             ``config.seed`` (a dry run of the whole pipeline in seconds; the model is useless).
+        distributed: This process's place in a ``torchrun`` run (see
+            :mod:`samtune.train.distributed`); only rank 0 writes checkpoints, events and the model.
+        shards: Plan batches as if split over this many processes (default: the world size); a
+            single process given the world size of a distributed run makes the same steps.
 
     Raises:
         DataError: No labelled slice; a validation split with fewer than two cases.
@@ -91,7 +98,10 @@ def fine_tune(
         raise DataError(
             f"One training run learns one structure; got {sorted(structures)}. Train one model per structure."
         )
-    device = resolve_device(config.device)
+    device = resolve_device(device_for(distributed, config.device))
+    main_process = distributed is None or distributed.is_main
+    if not main_process:
+        on_event = None
     if model is None and tiny:
         model = build_tiny_model(config.backbone, seed=config.seed, device=device)
     tiny = model is not None and model.tiny
@@ -132,8 +142,11 @@ def fine_tune(
     train = samples(train_ids)
     val = samples(val_ids) if val_ids else None
     trainer_class = BiLevelTrainer if Optimiser.parse(config.optimiser) is Optimiser.BILEVEL else Trainer
-    trainer = trainer_class(model, config, train, val, on_event=on_event)
+    trainer = trainer_class(model, config, train, val, on_event=on_event, distributed=distributed, shards=shards)
     store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else None
+    stop = should_stop
+    if distributed is not None and should_stop is not None:
+        stop = lambda: distributed.any(should_stop())  # noqa: E731 - every rank stops at the same step
     state = None
     if resume and store is not None:
         latest = store.load_latest()
@@ -153,13 +166,13 @@ def fine_tune(
                       "step": int(training_state["step"]), "reason": reason})  # fmt: skip
 
     result = trainer.fit(
-        checkpoint=save_checkpoint if store is not None else None, resume=state, should_stop=should_stop
+        checkpoint=save_checkpoint if store is not None and main_process else None, resume=state, should_stop=stop
     )
     trainer.load_best(result)
     model.eval()
     summary = _summary(train, val, cases)
     folder = None
-    if out_dir is not None:
+    if out_dir is not None and main_process:
         from samtune.io.model_folder import save_trained_model
 
         best = result.history[result.best_epoch - 1] if result.best_epoch else {}

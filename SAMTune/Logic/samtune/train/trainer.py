@@ -26,6 +26,7 @@ from samtune.train.augment import augment_batch
 from samtune.train.cache import EmbeddingCache
 from samtune.train.config import TrainConfig
 from samtune.train.data import SliceSamples
+from samtune.train.distributed import DistributedContext, check_batch
 from samtune.train.losses import LossKind, dice_ce_loss, structure_loss
 from samtune.train.prompts import simulate_prompts
 from samtune.train.schedule import make_scheduler
@@ -78,6 +79,27 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+class _Segmenter(torch.nn.Module):
+    """``(images or embeddings, prompts) -> logits``: the forward pass DistributedDataParallel wraps."""
+
+    def __init__(self, model: SamModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        images: torch.Tensor | None,
+        embeddings: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        if embeddings is None:
+            assert images is not None
+            embeddings = self.model.encode(images)
+        low_res, _ = self.model.decode(embeddings, boxes=boxes, points=points)
+        return self.model.upscale_logits(low_res)
+
+
 class Trainer:
     """Fine-tune a prepared model (see :func:`samtune.peft.apply_finetuning`) on slice samples.
 
@@ -97,9 +119,16 @@ class Trainer:
         val: SliceSamples | None = None,
         *,
         on_event: EventCallback | None = None,
+        distributed: DistributedContext | None = None,
+        shards: int | None = None,
     ) -> None:
         self.model = model
         self.config = config
+        self.distributed = distributed
+        #: Batches are planned as if split over this many processes (the world size by default).
+        self.shards = int(shards or (distributed.world_size if distributed else 1))
+        self.local_batch = check_batch(config.batch_size, self.shards)
+        self.shard_rows = [list(range(s, len(train), self.shards)) for s in range(self.shards)]
         self.train_samples = train
         self.val_samples = val
         self.on_event = on_event or (lambda event: None)
@@ -122,8 +151,18 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.cache: EmbeddingCache | None = None
         self.val_cache: EmbeddingCache | None = None
+        self.segmenter: torch.nn.Module = _Segmenter(model)
+        if distributed is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.segmenter = DistributedDataParallel(
+                self.segmenter,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.finetune.method == "conv_lora",  # unselected experts
+            )
         if config.uses_cache:
-            self.cache = EmbeddingCache(model, train.images, progress=self._progress_cache)
+            own = self.shard_rows[distributed.rank] if distributed is not None else None
+            self.cache = EmbeddingCache(model, train.images, progress=self._progress_cache, rows=own)
             if val is not None:
                 self.val_cache = EmbeddingCache(model, val.images, progress=self._progress_cache)
 
@@ -131,6 +170,8 @@ class Trainer:
         """Hook for subclasses, run before the optimisers are built (samples and seeds are set)."""
 
     def _steps_per_epoch(self) -> int:
+        if self.shards > 1:
+            return math.ceil(max(len(rows) for rows in self.shard_rows) / self.local_batch)
         return math.ceil(len(self.train_samples) / self.config.batch_size)
 
     def _weight_group(self) -> dict[str, Any]:
@@ -180,14 +221,21 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _logits(
-        self, images: torch.Tensor | None, embeddings: torch.Tensor | None, masks: torch.Tensor
+        self,
+        images: torch.Tensor | None,
+        embeddings: torch.Tensor | None,
+        masks: torch.Tensor,
+        *,
+        training: bool = False,
     ) -> torch.Tensor:
-        if embeddings is None:
-            assert images is not None
-            embeddings = self.model.encode(images)
         boxes, points = simulate_prompts(masks, self.config.prompt_mode, self.rng)
-        low_res, _ = self.model.decode(embeddings, boxes=boxes, points=points)
-        return self.model.upscale_logits(low_res)
+        forward = self.segmenter if training else self.segmenter_module
+        return forward(images, embeddings, boxes, points)  # type: ignore[no-any-return]
+
+    @property
+    def segmenter_module(self) -> torch.nn.Module:
+        """The forward module without the DDP wrapper (evaluation needs no gradient sync)."""
+        return getattr(self.segmenter, "module", self.segmenter)
 
     def _loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         target = masks[:, None].float()
@@ -226,7 +274,7 @@ class Trainer:
         self.model.train()
         images, embeddings, masks = self._batch(indices)
         with self._autocast():
-            logits = self._logits(images, embeddings, masks)
+            logits = self._logits(images, embeddings, masks, training=True)
             loss = self._loss(logits, masks)
             balance = balance_loss(self.model).to(loss.device)
             total = loss + balance
@@ -294,12 +342,33 @@ class Trainer:
 
     def _epoch_plan(self, epoch: int) -> list[list[list[int]]]:
         """The batches of one epoch, drawn from the seeded generator: per step, lists of sample rows."""
-        order = torch.randperm(len(self.train_samples), generator=self.generator)
-        return [[batch.tolist()] for batch in order.split(self.config.batch_size)]
+        if self.shards == 1:
+            order = torch.randperm(len(self.train_samples), generator=self.generator)
+            return [[batch.tolist()] for batch in order.split(self.config.batch_size)]
+        # One part per shard: each process draws its part of every global batch from its own rows
+        # (a shorter shard wraps around, so every process has a full part at every step).
+        orders = [
+            [rows[int(i)] for i in torch.randperm(len(rows), generator=self.generator)] for rows in self.shard_rows
+        ]
+        local = self.local_batch
+        return [
+            [[order[(step * local + j) % len(order)] for j in range(local)] for order in orders]
+            for step in range(self.steps_per_epoch)
+        ]
+
+    def _rows(self, item: list[list[int]]) -> list[int]:
+        """This process's rows of a planned step: its part with several processes, all parts with one."""
+        if self.distributed is not None:
+            return item[self.distributed.rank]
+        return [row for part in item for row in part]
 
     def _run_step(self, item: list[list[int]]) -> dict[str, float]:
         """Run one planned step; returns its losses (``loss`` at least)."""
-        loss, balance = self.train_step(torch.tensor(item[0], dtype=torch.long))
+        loss, balance = self.train_step(torch.tensor(self._rows(item), dtype=torch.long))
+        if self.distributed is not None:  # report the global batch's loss, as one process would
+            values = torch.tensor([loss, balance], dtype=torch.float64)
+            torch.distributed.all_reduce(values)
+            loss, balance = (float(v) / self.distributed.world_size for v in values)
         return {"loss": loss, "balance_loss": balance}
 
     def _epoch_metrics(self) -> dict[str, float]:

@@ -12,28 +12,16 @@ from typing import Any
 
 import pytest
 import torch
+from phantom_files import write_phantom_manifest
 from safetensors.torch import load_file
 
-from samtune.data import make_phantom, read_label, write_label, write_volume
+from samtune.data import make_phantom, read_label
 from samtune.train import TrainingCancelledError, TrainingCase, fine_tune, load_preset
 
 TRAIN_OVERRIDES = {
     "backbone": "sam_vit_b", "device": "cpu", "epochs": 6, "batch_size": 2, "lr": 0.01, "warmup_steps": 1,
     "val_fraction": 0.34, "augment": {"enabled": False}, "patience": 0,
 }  # fmt: skip
-
-
-def _manifest(folder: Path, n: int = 3) -> Path:
-    cases = []
-    for seed in range(n):
-        image, label = make_phantom(shape=(6, 48, 48), seed=seed)
-        write_volume(image, folder / f"image{seed}.nii.gz")
-        write_label(label, folder / f"label{seed}.nii.gz")
-        cases.append({"id": f"case{seed}", "image": f"image{seed}.nii.gz", "label": f"label{seed}.nii.gz",
-                      "structures": {"target": 1}, "fully_labelled": True})  # fmt: skip
-    path = folder / "manifest.json"
-    path.write_text(json.dumps({"cases": cases}), encoding="utf-8")
-    return path
 
 
 def _job(folder: Path, run: str = "run", **overrides: Any) -> Path:
@@ -64,7 +52,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("worker")
-    _manifest(folder)
+    write_phantom_manifest(folder)
     return folder
 
 
@@ -235,7 +223,7 @@ def test_every_missing_manifest_file_is_listed(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_run_folder_is_refused_before_training(tmp_path: Path) -> None:
-    _manifest(tmp_path, n=2)
+    write_phantom_manifest(tmp_path, n=2)
     (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
     code, error = _error(["--job", str(_job(tmp_path, "a-file/run"))])
     assert code == 6 and error["kind"] == "output" and "a-file" in error["message"]
