@@ -234,3 +234,16 @@ def test_an_existing_run_folder_is_not_overwritten(data: Path, uninterrupted: Pa
     code, error = _error(["--job", str(data / "reference.job.json")])
     assert code == 6 and "--resume" in error["message"]
     assert (uninterrupted / "model" / "weights.safetensors").read_bytes() == before
+
+
+def test_a_nearly_full_disk_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from samtune.errors import OutputError
+    from samtune.runs import RunFolder
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 5 * 2**20, 5 * 2**20))
+    with pytest.raises(OutputError, match=r"Only 5 MB free.*at least 200 MB"):
+        RunFolder(tmp_path / "run").prepare(resume=False)
