@@ -28,18 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from samtune.data import make_phantom, write_label, write_volume
-
-
-def write_cases(folder: Path, n: int) -> None:
-    cases = []
-    for seed in range(n):
-        image, label = make_phantom(shape=(12, 96, 96), seed=seed)
-        write_volume(image, folder / f"image{seed}.nii.gz")
-        write_label(label, folder / f"label{seed}.nii.gz")
-        cases.append({"id": f"case{seed}", "image": f"image{seed}.nii.gz", "label": f"label{seed}.nii.gz",
-                      "structures": {"target": 1}, "fully_labelled": True})  # fmt: skip
-    (folder / "manifest.json").write_text(json.dumps({"cases": cases}), encoding="utf-8")
+from samtune.data import write_phantom_cases
 
 
 def write_job(folder: Path, run: str, args: argparse.Namespace) -> Path:
@@ -72,7 +61,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="samtune-bench-worker-"))
-    write_cases(folder, args.cases)
+    write_phantom_cases(folder, args.cases, shape=(12, 96, 96))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     results: dict[str, Any] = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "runs": {}}
 

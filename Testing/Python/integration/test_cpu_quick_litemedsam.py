@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 
 from samtune.cli import main
-from samtune.data import make_phantom, read_label, write_label, write_volume
+from samtune.data import make_phantom, read_label, write_phantom_cases, write_volume
 from samtune.io import read_model_card
 from samtune.metrics import dice
 
@@ -21,14 +20,7 @@ AUTOMATIC_DICE_BOUND = 0.4
 
 
 def test_cpu_quick_beats_zero_shot_automatic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cases = []
-    for seed in range(3):
-        image, label = make_phantom(shape=(8, 96, 96), seed=seed)
-        write_volume(image, tmp_path / f"image{seed}.nii.gz")
-        write_label(label, tmp_path / f"label{seed}.nii.gz")
-        cases.append({"id": f"case{seed}", "image": f"image{seed}.nii.gz", "label": f"label{seed}.nii.gz",
-                      "structures": {"target": 1}, "fully_labelled": True})  # fmt: skip
-    (tmp_path / "manifest.json").write_text(json.dumps({"cases": cases}), encoding="utf-8")
+    write_phantom_cases(tmp_path, 3, shape=(8, 96, 96))
     started = time.perf_counter()
     code = main(["train", "--preset", "cpu_quick", "--train-manifest", str(tmp_path / "manifest.json"),
                  "--out", str(tmp_path / "model"), "--device", "cpu", "--set", "val_fraction=0.34",

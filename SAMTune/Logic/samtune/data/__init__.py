@@ -9,7 +9,7 @@ from samtune.data.labels import (
     structure_masks,
     validate_structures,
 )
-from samtune.data.phantom import make_phantom
+from samtune.data.phantom import make_phantom, write_phantom_cases
 from samtune.data.pipeline import SliceConfig, SliceGrid, prepare_slices, slice_grid, three_channels
 from samtune.data.slicing import (
     SliceAxis,
@@ -40,6 +40,7 @@ __all__ = [
     "extract_slices",
     "labelled_slices_from_label",
     "make_phantom",
+    "write_phantom_cases",
     "normalize_intensity",
     "normalize_pixels",
     "prepare_slices",

@@ -8,6 +8,7 @@ always gives the same phantom.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -108,3 +109,37 @@ def make_phantom(
         image = np.sqrt((clean + rng.normal(0, noise, shape)) ** 2 + rng.normal(0, noise, shape) ** 2)
     geometry = Geometry(spacing=tuple(spacing), origin=tuple(origin), direction=tuple(direction))  # type: ignore[arg-type]
     return Volume(image.astype(np.float32), geometry), Volume(label, geometry)
+
+
+def write_phantom_cases(
+    folder: str | Path,
+    n: int = 3,
+    *,
+    shape: tuple[int, int, int] = (6, 48, 48),
+    structure: str = "target",
+    first_seed: int = 0,
+) -> Path:
+    """Write ``n`` fully labelled phantoms (NIfTI image + label) and a training manifest for them.
+
+    Cases are ``case<seed>`` with files ``image<seed>.nii.gz`` and ``label<seed>.nii.gz``; the
+    manifest (``folder/manifest.json``, relative paths) names label value 1 ``structure``. Used by
+    dry runs, tests and benchmarks.
+
+    Returns:
+        The manifest path.
+    """
+    import json
+
+    from samtune.data.io import write_label, write_volume
+
+    folder = Path(folder)
+    cases = []
+    for seed in range(first_seed, first_seed + n):
+        image, label = make_phantom(shape=shape, seed=seed)
+        write_volume(image, folder / f"image{seed}.nii.gz")
+        write_label(label, folder / f"label{seed}.nii.gz")
+        cases.append({"id": f"case{seed}", "image": f"image{seed}.nii.gz", "label": f"label{seed}.nii.gz",
+                      "structures": {structure: 1}, "fully_labelled": True})  # fmt: skip
+    path = folder / "manifest.json"
+    path.write_text(json.dumps({"cases": cases}), encoding="utf-8")
+    return path

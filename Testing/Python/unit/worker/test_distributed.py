@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from phantom_files import write_phantom_manifest
 from safetensors.torch import load_file
 
-from samtune.data import read_volume
+from samtune.data import read_volume, write_phantom_cases
 from samtune.train import TrainingCase, fine_tune, load_preset
 
 OVERRIDES = {
@@ -28,7 +27,7 @@ LOSS_RTOL = 1e-4
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
-    write_phantom_manifest(tmp_path)
+    write_phantom_cases(tmp_path)
     cases = [
         TrainingCase(f"case{seed}", read_volume(tmp_path / f"image{seed}.nii.gz"),
                      read_volume(tmp_path / f"label{seed}.nii.gz"), structure="target", fully_labelled=True)

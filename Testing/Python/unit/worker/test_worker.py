@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 import torch
-from phantom_files import write_phantom_manifest
 from safetensors.torch import load_file
 
-from samtune.data import make_phantom, read_label
+from samtune.data import make_phantom, read_label, write_phantom_cases
 from samtune.train import TrainingCancelledError, TrainingCase, fine_tune, load_preset
 
 TRAIN_OVERRIDES = {
@@ -52,7 +51,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("worker")
-    write_phantom_manifest(folder)
+    write_phantom_cases(folder)
     return folder
 
 
@@ -223,7 +222,7 @@ def test_every_missing_manifest_file_is_listed(tmp_path: Path) -> None:
 
 
 def test_an_unwritable_run_folder_is_refused_before_training(tmp_path: Path) -> None:
-    write_phantom_manifest(tmp_path, n=2)
+    write_phantom_cases(tmp_path, n=2)
     (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
     code, error = _error(["--job", str(_job(tmp_path, "a-file/run"))])
     assert code == 6 and error["kind"] == "output" and "a-file" in error["message"]
