@@ -62,6 +62,23 @@ class EventWriter:
             self.stream.flush()
 
 
+def parse_event_line(line: str) -> dict[str, Any] | None:
+    """The event of a protocol line, or ``None`` for anything else (free text, other versions).
+
+    The result carries the event type under ``event`` as written; unknown fields are kept.
+    """
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or record.get("v") != PROTOCOL_VERSION or record.get("event") not in EVENT_TYPES:
+        return None
+    return record
+
+
 Emit = Callable[[dict[str, Any]], None]
 
-__all__ = ["EVENT_TYPES", "PROTOCOL_VERSION", "Emit", "EventWriter", "event_line"]
+__all__ = ["EVENT_TYPES", "PROTOCOL_VERSION", "Emit", "EventWriter", "event_line", "parse_event_line"]

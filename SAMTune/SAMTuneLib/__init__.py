@@ -1,0 +1,1 @@
+"""Slicer-side helpers of the SAMTune module (they import ``slicer``; the core package does not)."""

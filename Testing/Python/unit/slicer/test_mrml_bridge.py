@@ -1,0 +1,219 @@
+"""The MRML bridge on real MRML nodes (slicer-core): geometry, segment resampling, writing, undo, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import slicer
+import vtk
+from SAMTuneLib import MRMLBridge as bridge
+from vtk.util import numpy_support
+
+from samtune.data.io import read_label, read_volume, write_volume
+from samtune.data.volume import Volume
+from samtune.train.manifest import cases_from_manifest, validate_manifest
+
+
+def rotation(angle_deg: float, axis: int) -> np.ndarray:
+    a = np.deg2rad(angle_deg)
+    c, s = np.cos(a), np.sin(a)
+    r = np.eye(3)
+    i, j = [(1, 2), (0, 2), (0, 1)][axis]
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+def ijk_to_ras(spacing, origin, rot=None) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = (np.eye(3) if rot is None else rot) * np.asarray(spacing, dtype=float)[None, :]
+    m[:3, 3] = origin
+    return m
+
+
+def add_volume(scene, array: np.ndarray, matrix: np.ndarray, name="vol", vector=False):
+    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode" if vector else "vtkMRMLScalarVolumeNode", name)
+    image = vtk.vtkImageData()
+    k, j, i = array.shape[:3]
+    image.SetDimensions(i, j, k)
+    components = array.shape[3] if vector else 1
+    vtk_type = numpy_support.get_vtk_array_type(array.dtype)
+    image.AllocateScalars(vtk_type, components)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = array.reshape(-1, components).squeeze()
+    node.SetAndObserveImageData(image)
+    node.SetIJKToRASMatrix(bridge._numpyToMatrix(matrix))
+    return node
+
+
+def add_segmentation(scene, reference_volume, name="seg"):
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    return node
+
+
+@pytest.fixture
+def oblique(scene):
+    rng = np.random.default_rng(0)
+    array = rng.integers(-100, 400, size=(6, 10, 12)).astype(np.int16)
+    matrix = ijk_to_ras((0.7, 0.9, 2.5), (12.0, -30.0, 55.0), rotation(30, 2) @ rotation(-20, 0))
+    return add_volume(scene, array, matrix), array, matrix
+
+
+def test_volume_geometry_matches_slicers_own_nrrd_reader(scene, oblique, tmp_path):
+    node, array, matrix = oblique
+    volume = bridge.volumeToCore(node)
+    np.testing.assert_array_equal(volume.array, array)
+    np.testing.assert_allclose(bridge.ijkToRasFromGeometry(volume.geometry), matrix, atol=1e-9)
+    # written by the core (SimpleITK, LPS) and read back by MRML's own storage node (RAS)
+    path = write_volume(volume, tmp_path / "oblique.nrrd")
+    loaded = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "loaded")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(loaded)
+    np.testing.assert_allclose(bridge.ijkToRasOfVolume(loaded), matrix, atol=1e-5)
+    np.testing.assert_array_equal(bridge.volumeToCore(loaded).array, array)
+
+
+def test_rgb_vector_volume_becomes_a_colour_image(scene):
+    rgb = np.random.default_rng(1).integers(0, 255, size=(1, 9, 13, 3)).astype(np.uint8)
+    node = add_volume(scene, rgb, ijk_to_ras((0.3, 0.3, 1.0), (0, 0, 0)), vector=True)
+    volume = bridge.volumeToCore(node)
+    assert volume.is_vector and volume.shape == (1, 9, 13)
+    np.testing.assert_array_equal(volume.array, rgb)
+
+
+def test_segment_on_a_finer_shifted_grid_is_resampled_onto_the_volume(scene, oblique):
+    node, array, matrix = oblique
+    # a finer grid (half spacing in i and j) whose voxel centres include every volume voxel centre
+    fine_matrix = matrix.copy()
+    fine_matrix[:3, 0] /= 2
+    fine_matrix[:3, 1] /= 2
+    fine_matrix[:3, 3] = matrix[:3, :3] @ np.array([-1.0, -1.0, 0.0]) + matrix[:3, 3]  # starts 1 voxel before
+    fine = add_volume(scene, np.zeros((6, 24, 28), np.int16), fine_matrix, name="fine")
+    segmentation = add_segmentation(scene, fine)
+    fine_mask = np.zeros((6, 24, 28), bool)
+    fine_mask[2:4, 6:13, 8:17] = True
+    sid = bridge.writeMaskToSegment(fine_mask, segmentation, fine, name="Atrium")
+    mask = bridge.segmentMask(segmentation, sid, node)
+    # volume voxel (i, j) sits at fine voxel (2i + 2, 2j + 2)
+    expected = fine_mask[:, 2 : 2 + 20 : 2, 2 : 2 + 24 : 2]
+    assert mask.shape == array.shape
+    np.testing.assert_array_equal(mask, expected)
+    assert mask.sum() > 0
+
+
+def test_several_segments_round_trip_with_names(scene, oblique):
+    node, array, _ = oblique
+    labels = np.zeros(array.shape, np.uint8)
+    labels[1:3, 2:5, 2:6] = 1
+    labels[3:5, 5:9, 6:11] = 2
+    source = add_segmentation(scene, node, "source")
+    ids = bridge.writeLabelsToSegmentation(labels, {"Atrium": 1, "Ventricle": 2}, source, node)
+    assert set(ids) == {"Atrium", "Ventricle"}
+    assert bridge.segmentIdsByName(source).keys() == {"Atrium", "Ventricle"}
+    label, structures = bridge.labelsFromSegments(source, [ids["Atrium"], ids["Ventricle"]], node)
+    assert structures == {"Atrium": 1, "Ventricle": 2}
+    np.testing.assert_array_equal(label.array, labels)
+    assert label.geometry.is_close(bridge.volumeToCore(node).geometry)
+
+
+def test_write_modes_and_undo_restore_the_users_segment(scene, oblique):
+    node, array, _ = oblique
+    segmentation = add_segmentation(scene, node)
+    user = np.zeros(array.shape, bool)
+    user[2, 2:6, 2:6] = True
+    sid = bridge.writeMaskToSegment(user, segmentation, node, name="Atrium")
+    predicted = np.zeros(array.shape, bool)
+    predicted[2, 4:8, 4:8] = True
+    undo = bridge.SegmentationUndo(segmentation)
+    bridge.writeMaskToSegment(predicted, segmentation, node, segmentId=sid, mode="add", undo=undo)
+    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), user | predicted)
+    bridge.writeMaskToSegment(predicted, segmentation, node, segmentId=sid, mode="intersect", undo=undo)
+    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), (user | predicted) & predicted)
+    bridge.writeMaskToSegment(predicted & False, segmentation, node, segmentId=sid, mode="replace", undo=undo)
+    assert not bridge.segmentMask(segmentation, sid, node).any()
+    assert undo.canUndo and undo.undo() and undo.undo()
+    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), user | predicted)
+    assert undo.undo()
+    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), user)
+    with pytest.raises(ValueError, match="Write mode"):
+        bridge.writeMaskToSegment(user, segmentation, node, segmentId=sid, mode="xor")
+    with pytest.raises(ValueError, match=r"shape \(2, 2, 2\)"):
+        bridge.writeMaskToSegment(np.ones((2, 2, 2), bool), segmentation, node, segmentId=sid)
+
+
+def test_segmentation_under_a_transform_is_read_and_written_in_the_volumes_frame(scene):
+    array = np.zeros((4, 8, 8), np.int16)
+    node = add_volume(scene, array, ijk_to_ras((1.0, 1.0, 1.0), (0, 0, 0)))
+    segmentation = add_segmentation(scene, node)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = np.eye(4)
+    shift[0, 3] = 2.0  # segmentation moved 2 mm along R = +2 voxels along i
+    transform.SetMatrixTransformToParent(bridge._numpyToMatrix(shift))
+    segmentation.SetAndObserveTransformNodeID(transform.GetID())
+    mask = np.zeros(array.shape, bool)
+    mask[1, 3, 1:4] = True
+    sid = bridge.writeMaskToSegment(mask, segmentation, node, name="moved")
+    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), mask)
+    local = slicer.vtkOrientedImageData()
+    segmentation.GetBinaryLabelmapRepresentation(sid, local)
+    extent, to_local = local.GetExtent(), vtk.vtkMatrix4x4()
+    local.GetImageToWorldMatrix(to_local)
+    first, last = (bridge._matrixToNumpy(to_local) @ [i, 3, 1, 1] for i in (extent[0], extent[1]))
+    assert (first[0], last[0]) == (-1.0, 1.0)  # R = 1..3 in the volume's frame is -1..1 in the segmentation's
+
+
+def test_describe_case_counts_slices_and_names_problems(scene, oblique):
+    node, array, _ = oblique
+    segmentation = add_segmentation(scene, node)
+    mask = np.zeros(array.shape, bool)
+    mask[1, 2:4, 2:4] = mask[4, 2:4, 2:4] = True
+    sid = bridge.writeMaskToSegment(mask, segmentation, node, name="Atrium")
+    empty = segmentation.GetSegmentation().AddEmptySegment("", "Empty", [1, 0, 0])
+    sparse = bridge.describeCase(node, segmentation, [sid])
+    assert sparse.ok and sparse.labelledSlices == 2 and sparse.totalSlices == 6  # k has the largest spacing
+    assert sparse.foregroundVoxels == {"Atrium": 8}
+    assert bridge.describeCase(node, segmentation, [sid], fullyLabelled=True).labelledSlices == 6
+    problems = bridge.describeCase(node, segmentation, [sid, empty]).problems
+    assert problems == ["Segment 'Empty' is empty: paint it on a few slices first."]
+    assert bridge.describeCase(node, segmentation, []).problems == ["Choose the segment(s) to learn."]
+    assert bridge.describeCase(None, segmentation, [sid]).problems == ["Choose both a volume and a segmentation."]
+    far = add_volume(scene, array, ijk_to_ras((1, 1, 1), (500.0, 500.0, 500.0)), name="far")
+    assert "geometry mismatch" in bridge.describeCase(far, segmentation, [sid]).problems[0]
+
+
+def test_exported_training_set_is_a_valid_manifest_with_the_same_voxels(scene, oblique, tmp_path):
+    node, array, _ = oblique
+    segmentation = add_segmentation(scene, node)
+    mask = np.zeros(array.shape, bool)
+    mask[2:4, 3:7, 3:8] = True
+    sid = bridge.writeMaskToSegment(mask, segmentation, node, name="left atrium")
+    cases = [
+        bridge.CaseNodes(node, segmentation, [sid]),
+        bridge.CaseNodes(node, segmentation, [sid], fullyLabelled=True),
+    ]
+    manifest = bridge.exportTrainingSet(cases, str(tmp_path / "export"))
+    assert validate_manifest(manifest) == []
+    loaded = cases_from_manifest(manifest)
+    assert [c.case_id for c in loaded] == ["vol", "vol_2"]
+    assert [c.fully_labelled for c in loaded] == [False, True]
+    np.testing.assert_array_equal(loaded[0].image.array, array)
+    np.testing.assert_array_equal(loaded[0].label.array == loaded[0].value, mask)
+    assert loaded[0].structure == "left atrium"
+    image = read_volume(tmp_path / "export" / "vol.nrrd")
+    assert image.geometry.is_close(bridge.volumeToCore(node).geometry)
+    assert read_label(tmp_path / "export" / "vol.seg.nrrd", reference=image).array.max() == 1
+    with pytest.raises(ValueError, match="empty"):
+        bridge.exportTrainingSet([], str(tmp_path / "none"))
+
+
+def test_errors_name_the_problem(scene, oblique):
+    node, _, _ = oblique
+    with pytest.raises(ValueError, match="No volume selected"):
+        bridge.volumeToCore(None)
+    bare = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "bare")
+    with pytest.raises(ValueError, match="'bare' has no image data"):
+        bridge.volumeToCore(bare)
+    segmentation = add_segmentation(scene, node)
+    with pytest.raises(ValueError, match="has no segment 'nope'"):
+        bridge.segmentMask(segmentation, "nope", node)
+    assert isinstance(bridge.volumeToCore(node), Volume)
