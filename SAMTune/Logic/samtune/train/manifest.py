@@ -117,6 +117,25 @@ def build_manifest(
     return {"cases": cases}
 
 
+def label_file_for(image: str | Path) -> Path | None:
+    """The label map lying beside ``image`` by the naming rule of :func:`build_manifest`, if any.
+
+    ``heart.nii.gz`` finds ``heart_label.nii.gz``, ``heart-seg.nrrd``, ``heart.seg.nrrd`` and so on
+    (never the image itself).
+    """
+    from samtune.evaluate import case_name
+
+    image = Path(image).expanduser()
+    name = case_name(image)
+    siblings: dict[str, Path] = {}
+    for p in sorted(image.parent.iterdir()):
+        if p != image and p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES):
+            # a same-named file counts only as a Slicer segmentation (heart.seg.nrrd beside heart.nrrd)
+            key = case_name(p) + (".seg" if p.name.lower().endswith(".seg.nrrd") else "")
+            siblings[key] = p
+    return next((siblings[name + s] for s in LABEL_NAME_SUFFIXES if s and name + s in siblings), None)
+
+
 def validate_manifest(path: str | Path) -> list[str]:
     """Every problem of a manifest: its structure, missing files, unreadable images and labels,
     label grids that differ from their image's, structures whose value is absent. Empty when fine.

@@ -87,3 +87,13 @@ def test_manifest_check_reports_every_problem_at_once(tmp_path: Path, capsys: py
     assert "vessel" in err  # structure absent from a's label
     assert "case b" in err  # grid mismatch
     assert "c.nii.gz" in err and "c-label.nii.gz" in err  # both missing files of c
+
+
+def test_label_file_for_finds_the_label_beside_an_image(tmp_path):
+    from samtune.train.manifest import label_file_for
+
+    for name in ("heart.nrrd", "heart.seg.nrrd", "lung.nii.gz", "lung_label.nii.gz", "alone.mha", "alone.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    assert label_file_for(tmp_path / "heart.nrrd") == tmp_path / "heart.seg.nrrd"
+    assert label_file_for(tmp_path / "lung.nii.gz") == tmp_path / "lung_label.nii.gz"
+    assert label_file_for(tmp_path / "alone.mha") is None  # a same-named image in another format is no label

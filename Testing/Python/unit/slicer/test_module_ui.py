@@ -1,0 +1,87 @@
+"""The module's .ui (real Qt, offscreen), its parameter-node bindings, and the Slicer-side files."""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+MODULE = Path(__file__).resolve().parents[4] / "SAMTune"
+UI = MODULE / "Resources" / "UI" / "SAMTune.ui"
+CODE = MODULE / "SAMTune.py"
+
+#: Widget class -> parameter types Slicer's parameterNodeWrapper GUI connectors bind it to
+#: (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py).
+CONNECTORS = {
+    "QSpinBox": {"int"},
+    "QDoubleSpinBox": {"float"},
+    "QLineEdit": {"str"},
+    "QCheckBox": {"bool"},
+    "qMRMLNodeComboBox": {"node"},
+}
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    pytest.importorskip("PySide6")
+    from PySide6.QtCore import QFile
+    from PySide6.QtUiTools import QUiLoader
+    from PySide6.QtWidgets import QApplication, QWidget
+
+    app = QApplication.instance() or QApplication([])
+    handle = QFile(str(UI))
+    assert handle.open(QFile.OpenModeFlag.ReadOnly)
+    root = QUiLoader().load(handle)
+    handle.close()
+    assert root is not None, "QUiLoader could not load SAMTune.ui"
+    yield {w.objectName() for w in root.findChildren(QWidget)} | {root.objectName()}
+    root.deleteLater()
+    app.processEvents()
+
+
+def _parameter_fields() -> dict[str, str]:
+    tree = ast.parse(CODE.read_text(encoding="utf-8"))
+    [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SAMTuneParameterNode"]
+    assert any(ast.unparse(d) == "parameterNodeWrapper" for d in cls.decorator_list)
+    fields = {}
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = ast.unparse(node.annotation)
+            kind = "node" if "vtkMRML" in text else next(t for t in ("int", "float", "str", "bool") if t in text)
+            fields[node.target.id] = kind
+    return fields
+
+
+def test_every_widget_the_code_uses_exists_in_the_ui(loaded):
+    used = set(re.findall(r"self\.ui\.(\w+)", CODE.read_text(encoding="utf-8")))
+    assert len(used) > 30
+    assert sorted(used - loaded) == []
+
+
+def test_every_parameter_binding_names_a_field_of_a_bindable_type():
+    fields = _parameter_fields()
+    bound = {}
+    for widget in ET.parse(UI).iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.findtext("string")] = widget.get("class")
+    assert len(bound) >= 9
+    for name, widget_class in bound.items():
+        assert name in fields, f"{name} is bound in the .ui but is no field of SAMTuneParameterNode"
+        assert fields[name] in CONNECTORS[widget_class], f"{widget_class} cannot represent {name}: {fields[name]}"
+
+
+def test_the_ui_is_translatable_and_has_no_duplicate_names():
+    names = [w.get("name") for w in ET.parse(UI).iter("widget")]
+    assert len(names) == len(set(names))
+    for string in ET.parse(UI).iter("string"):
+        assert string.get("notr") != "true"
+
+
+def test_slicer_side_files_compile():
+    for path in [CODE, *sorted((MODULE / "SAMTuneLib").glob("*.py"))]:
+        py_compile.compile(str(path), doraise=True)
