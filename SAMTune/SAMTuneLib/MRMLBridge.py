@@ -432,3 +432,35 @@ def exportTrainingSet(cases: list[CaseNodes], folder: str) -> str:
 
     atomic_write_text(manifest, json.dumps({"cases": entries}, indent=2) + "\n")
     return str(manifest)
+
+
+def rasToIjk(volumeNode, ras) -> np.ndarray:
+    """World RAS position(s) -> continuous voxel ``(i, j, k)`` of the volume (parent transforms applied).
+
+    Args:
+        ras: ``(3,)`` or ``(N, 3)`` world coordinates (what a click in a slice view gives).
+
+    Returns:
+        Same shape, continuous IJK (round to get the voxel).
+    """
+    points = np.atleast_2d(np.asarray(ras, dtype=float))
+    parent = volumeNode.GetParentTransformNode()
+    if parent is not None:  # world -> the volume's local frame
+        toLocal = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, parent, toLocal)
+        points = np.array([toLocal.TransformPoint(*p) for p in points])
+    rasToIjkMatrix = np.linalg.inv(ijkToRasOfVolume(volumeNode))
+    ijk = (rasToIjkMatrix @ np.c_[points, np.ones(len(points))].T).T[:, :3]
+    return ijk[0] if np.ndim(ras) == 1 else ijk
+
+
+def ijkToRas(volumeNode, ijk) -> np.ndarray:
+    """Inverse of :func:`rasToIjk`: voxel ``(i, j, k)`` -> world RAS."""
+    points = np.atleast_2d(np.asarray(ijk, dtype=float))
+    ras = (ijkToRasOfVolume(volumeNode) @ np.c_[points, np.ones(len(points))].T).T[:, :3]
+    parent = volumeNode.GetParentTransformNode()
+    if parent is not None:
+        toWorld = vtk.vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(parent, None, toWorld)
+        ras = np.array([toWorld.TransformPoint(*p) for p in ras])
+    return ras[0] if np.ndim(ijk) == 1 else ras

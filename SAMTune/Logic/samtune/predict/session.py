@@ -1,0 +1,271 @@
+"""Interactive prediction: a model kept loaded and image embeddings cached per slice.
+
+The image encoder is the expensive part (about 1 s per slice for LiteMedSAM on a CPU, 96 % of
+prediction time); prompts only need the prompt encoder and mask decoder (tens of milliseconds). A
+:class:`PredictorSession` therefore encodes each slice once, keeps the embeddings in an LRU cache
+bounded in bytes, and can encode the next slices ahead in a background thread while the user looks
+at the current one.
+
+Coordinates: prompts come in voxel (IJK) coordinates of the session's volume, or in the slice pixel
+frame (see :mod:`samtune.predict.prompts`); masks go back on the slice's own grid.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from samtune.data.intensity import normalize_intensity
+from samtune.data.pipeline import SliceConfig, SliceGrid, prepare_slices, slice_grid
+from samtune.data.slicing import resolve_axis
+from samtune.data.volume import Volume
+from samtune.errors import ConfigurationError
+from samtune.models.sam_model import SamModel
+from samtune.predict.prompts import SlicePrompt, _axis_pair
+from samtune.predict.volume import _decode_prompted
+
+#: Default bound of the embedding cache: 256 MB (LiteMedSAM: 1 MB per slice; SAM ViT-B: 4 MB).
+DEFAULT_CACHE_BYTES = 256 << 20
+
+
+class PredictorSession:
+    """One model, one volume, cached slice embeddings.
+
+    Args:
+        model: A backbone or fine-tuned model (kept in eval mode).
+        volume: The volume being segmented.
+        axis: Slicing axis (``auto``, ``k``, ``j``, ``i`` or 0/1/2 as a numpy axis).
+        slices: Intensity normalisation and 2.5D settings (its ``axis`` is replaced by ``axis``).
+        cache_bytes: Most bytes of embeddings kept; the least recently used slice goes first.
+        threshold: Probability above which a pixel is foreground.
+    """
+
+    def __init__(
+        self,
+        model: SamModel,
+        volume: Volume,
+        *,
+        axis: str | int = "auto",
+        slices: SliceConfig | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        threshold: float = 0.5,
+    ) -> None:
+        if cache_bytes < 0:
+            raise ConfigurationError(f"cache_bytes must be >= 0, got {cache_bytes}.")
+        if not 0.0 < threshold < 1.0:
+            raise ConfigurationError(f"threshold must be strictly between 0 and 1, got {threshold}.")
+        self.model = model.eval()
+        self.volume = volume
+        self.axis = resolve_axis(volume, axis)
+        base = slices or SliceConfig()
+        self.slice_config = SliceConfig(axis=self.axis, intensity=base.intensity, two_and_half_d=base.two_and_half_d)
+        self.normalized = normalize_intensity(volume.array, self.slice_config.intensity)
+        self.cache_bytes = int(cache_bytes)
+        self.threshold = float(threshold)
+        self.device = next(model.parameters()).device
+        self.encoder_calls = 0
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._grid: SliceGrid = slice_grid(volume, input_size=model.input_size, axis=self.axis)
+        self._lock = threading.RLock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- embeddings ----------------------------------------------------------------------------
+    @property
+    def n_slices(self) -> int:
+        return int(self.volume.shape[self.axis])
+
+    @property
+    def cached_slices(self) -> list[int]:
+        with self._lock:
+            return list(self._cache)
+
+    @property
+    def cached_bytes(self) -> int:
+        with self._lock:
+            return sum(t.numel() * t.element_size() for t in self._cache.values())
+
+    def _check_slice(self, index: int) -> int:
+        index = int(index)
+        if not 0 <= index < self.n_slices:
+            raise ConfigurationError(f"Slice {index} is outside the volume (0..{self.n_slices - 1} along the axis).")
+        return index
+
+    @torch.inference_mode()
+    def embedding(self, index: int) -> torch.Tensor:
+        """``(1, C, h, w)`` image embedding of slice ``index`` (computed once, then from the cache)."""
+        index = self._check_slice(index)
+        with self._lock:
+            if index in self._cache:
+                self._cache.move_to_end(index)
+                return self._cache[index]
+            images, _grid = prepare_slices(
+                self.volume,
+                input_size=self.model.input_size,
+                pixel_norm=self.model.pixel_norm,
+                config=self.slice_config,
+                indices=[index],
+                normalized=self.normalized,
+            )
+            embedding = self.model.encode(images.to(self.device))
+            self.encoder_calls += 1
+            self._cache[index] = embedding
+            self._evict()
+            return embedding
+
+    def _evict(self) -> None:
+        size = self.cached_bytes
+        while self._cache and size > self.cache_bytes:
+            _, dropped = self._cache.popitem(last=False)
+            size -= dropped.numel() * dropped.element_size()
+
+    def grid(self) -> SliceGrid:
+        """How slices map to the model's input and back (the same for every slice)."""
+        return self._grid
+
+    def prefetch(self, indices: Sequence[int]) -> Future[None]:
+        """Encode ``indices`` in a background thread (skipping cached and out-of-range slices)."""
+        wanted = [int(s) for s in indices if 0 <= int(s) < self.n_slices]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samtune-prefetch")
+
+        def work() -> None:
+            for index in wanted:
+                if index not in self._cache:
+                    self.embedding(index)
+
+        return self._executor.submit(work)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        with self._lock:
+            self._cache.clear()
+
+    # -- prediction ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_slice(self, index: int, prompt: SlicePrompt | None = None) -> np.ndarray:
+        """Boolean mask of slice ``index`` on the slice's grid; ``prompt=None`` is automatic mode."""
+        embedding = self.embedding(index)
+        grid = self.grid()
+        if prompt is None:
+            low_res, _ = self.model.decode(embedding)
+        elif prompt.is_empty:
+            return np.zeros(self._slice_shape(), dtype=bool)
+        else:
+            low_res = _decode_prompted(self.model, embedding, [prompt], grid.resize.apply_coords)
+        return np.asarray(grid.logits_to_masks(low_res.float(), threshold=self.threshold)[0], dtype=bool)
+
+    def _intensities(self, index: int) -> np.ndarray:
+        """The slice's voxel values (colour images: the mean over channels)."""
+        values = np.moveaxis(self.volume.array, self.axis, 0)[index].astype(np.float32)
+        return values.mean(axis=-1) if values.ndim == 3 else values
+
+    def _slice_shape(self) -> tuple[int, int]:
+        shape = [n for a, n in enumerate(self.volume.shape) if a != self.axis]
+        return shape[0], shape[1]
+
+    def prompt_from_ijk(
+        self,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+    ) -> tuple[int, SlicePrompt]:
+        """Map IJK points (and an optional 2D box given by two IJK corners on one slice) to a slice prompt.
+
+        Args:
+            points: ``(i, j, k)`` voxel positions (continuous; all on one slice after rounding).
+            labels: 1 (inside) or 0 (outside) per point.
+            box: ``(i0, j0, k0, i1, j1, k1)``, both corners on the same slice.
+
+        Returns:
+            The slice index and the prompt in that slice's pixel frame.
+        """
+        x_comp, y_comp = _axis_pair(self.axis)
+        slice_comp = 2 - self.axis
+        slices = {int(round(float(p[slice_comp]))) for p in points}
+        boxes = np.zeros((0, 4), dtype=np.float32)
+        if box is not None:
+            values = [float(v) for v in box]
+            low, high = values[:3], values[3:]
+            slices |= {int(round(low[slice_comp])), int(round(high[slice_comp]))}
+            boxes = np.asarray([[min(low[x_comp], high[x_comp]), min(low[y_comp], high[y_comp]),
+                                 max(low[x_comp], high[x_comp]), max(low[y_comp], high[y_comp])]])  # fmt: skip
+        if len(slices) != 1:
+            raise ConfigurationError(
+                f"Prompts must lie on one slice along the slicing axis; they span slices {sorted(slices)}."
+            )
+        index = self._check_slice(slices.pop())
+        coords = np.asarray([[float(p[x_comp]), float(p[y_comp])] for p in points], dtype=np.float32)
+        return index, SlicePrompt(boxes=boxes, points=coords.reshape(-1, 2), point_labels=np.asarray(labels))
+
+    def predict_ijk(
+        self,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+    ) -> tuple[int, np.ndarray]:
+        """Prompt in voxel coordinates; returns ``(slice index, mask on that slice)``."""
+        index, prompt = self.prompt_from_ijk(points, labels, box)
+        return index, self.predict_slice(index, prompt)
+
+    def propagate(
+        self,
+        start: int,
+        mask: np.ndarray,
+        *,
+        direction: int = 1,
+        max_slices: int | None = None,
+        min_pixels: int = 1,
+        margin: int = 0,
+        intensity_tolerance: float | None = 3.0,
+        prefetch: int = 2,
+    ) -> dict[int, np.ndarray]:
+        """Carry a mask from slice ``start`` to its neighbours, one slice at a time.
+
+        Each next slice is prompted with the bounding box (plus ``margin`` pixels) of the previous
+        slice's mask. Propagation stops at the volume's end, after ``max_slices``, when the mask has
+        fewer than ``min_pixels`` pixels, or when the structure has ended: a box prompt makes SAM
+        segment *something* in the box even past the structure's end (measured on phantoms: predicted
+        IoU 0.94 on the first empty slice), so with ``intensity_tolerance`` set the mean intensity
+        inside the new mask must stay within that many standard deviations of the intensity inside
+        the starting mask.
+
+        Returns:
+            Slice index -> mask for every slice reached (``start`` excluded).
+        """
+        if direction not in (-1, 1):
+            raise ConfigurationError(f"direction must be +1 or -1, got {direction}.")
+        previous = np.asarray(mask, dtype=bool)
+        results: dict[int, np.ndarray] = {}
+        seed_values = self._intensities(start)[previous]
+        reference = (float(seed_values.mean()), float(seed_values.std()) + 1e-6) if seed_values.size else None
+        index = self._check_slice(start) + direction
+        while 0 <= index < self.n_slices and (max_slices is None or len(results) < max_slices):
+            rows, cols = np.nonzero(previous)
+            if len(rows) < min_pixels:
+                break
+            if prefetch:
+                self.prefetch([index + direction * (n + 1) for n in range(prefetch)])
+            h, w = previous.shape
+            box = [max(cols.min() - margin, 0), max(rows.min() - margin, 0),
+                   min(cols.max() + margin, w - 1), min(rows.max() + margin, h - 1)]  # fmt: skip
+            current = self.predict_slice(index, SlicePrompt(boxes=np.asarray([box], dtype=np.float32)))
+            if current.sum() < min_pixels:
+                break
+            if intensity_tolerance is not None and reference is not None:
+                inside = float(self._intensities(index)[current].mean())
+                if abs(inside - reference[0]) > intensity_tolerance * reference[1]:
+                    break
+            results[index] = current
+            previous = current
+            index += direction
+        return results
+
+
+__all__ = ["DEFAULT_CACHE_BYTES", "PredictorSession"]
