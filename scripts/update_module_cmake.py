@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MODULE = Path(__file__).resolve().parents[1] / "SAMTune"
+ROOT = Path(__file__).resolve().parents[1]
+#: Scripted modules of the extension (each folder has its own CMakeLists.txt).
+MODULES = ("SAMTune", "SegmentEditorSAMAuto")
+MODULE = ROOT / "SAMTune"
 
-TEMPLATE = """set(MODULE_NAME SAMTune)
+TEMPLATE = """set(MODULE_NAME {name})
 
 #-----------------------------------------------------------------------------
 # Every script shipped with the module, the core package included
@@ -33,18 +36,27 @@ slicerMacroBuildScriptedModule(
 """
 
 
-def _entries(paths: list[Path]) -> str:
-    names = sorted(p.relative_to(MODULE).as_posix() for p in paths)
-    names = [n.replace("SAMTune.py", "${MODULE_NAME}.py") if n == "SAMTune.py" else n for n in names]
+def module_files(module: Path) -> tuple[list[str], list[str]]:
+    """``(scripts, resources)`` of a module folder, relative to it: every ``.py``, and every other file."""
+    files = [
+        p for p in module.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"
+    ]
+    scripts = sorted(p.relative_to(module).as_posix() for p in files if p.suffix == ".py")
+    resources = sorted(p.relative_to(module).as_posix() for p in files if p.suffix != ".py")
+    return scripts, resources
+
+
+def _entries(names: list[str], module: str) -> str:
+    names = [n.replace(f"{module}.py", "${MODULE_NAME}.py") if n == f"{module}.py" else n for n in names]
     return "\n".join(f"  {n}" for n in names)
 
 
 def main() -> None:
-    scripts = [p for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts]
-    resources = [p for p in (MODULE / "Resources").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-    text = TEMPLATE.format(scripts=_entries(scripts), resources=_entries(resources))
-    (MODULE / "CMakeLists.txt").write_text(text, encoding="utf-8")
-    print(f"{len(scripts)} scripts, {len(resources)} resources")
+    for name in MODULES:
+        scripts, resources = module_files(ROOT / name)
+        text = TEMPLATE.format(name=name, scripts=_entries(scripts, name), resources=_entries(resources, name))
+        (ROOT / name / "CMakeLists.txt").write_text(text, encoding="utf-8")
+        print(f"{name}: {len(scripts)} scripts, {len(resources)} resources")
 
 
 if __name__ == "__main__":

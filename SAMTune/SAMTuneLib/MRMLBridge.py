@@ -267,7 +267,8 @@ def _segmentVoxelsOutside(segmentationNode, segmentId: str, volumeNode) -> bool:
     return value is not None and numpy_support.vtk_to_numpy(value).any()
 
 
-def _maskImage(mask: np.ndarray, volumeNode) -> slicer.vtkOrientedImageData:
+def maskToOrientedImage(mask: np.ndarray, volumeNode) -> slicer.vtkOrientedImageData:
+    """A ``(K, J, I)`` mask on the volume's grid as an oriented image (the Segment Editor's modifier labelmap)."""
     image = _referenceImage(volumeNode)
     expected = tuple(reversed(image.GetDimensions()))
     if tuple(mask.shape) != expected:
@@ -337,7 +338,7 @@ def writeMaskToSegment(mask: np.ndarray, segmentationNode, volumeNode, *, name: 
     if mode == "intersect":  # on the volume's grid: what lies outside it is outside the mask too
         mask = np.asarray(mask, dtype=bool) & segmentMask(segmentationNode, segmentId, volumeNode)
         mode = "replace"
-    image = _maskImage(mask, volumeNode)
+    image = maskToOrientedImage(mask, volumeNode)
     transform = _transformBetween(volumeNode, segmentationNode)
     if transform is not None:  # into the segmentation's frame (a linear transform only moves the grid)
         slicer.vtkOrientedImageDataResample.TransformOrientedImage(image, transform, False, False)

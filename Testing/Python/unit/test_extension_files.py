@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 MODULE = ROOT / "SAMTune"
 
@@ -19,7 +21,8 @@ def cmake_set(text: str, name: str) -> str:
 def cmake_list(text: str, name: str) -> list[str]:
     match = re.search(rf"set\({name}\s+(.*?)\)", text, re.S)
     assert match, f"{name} not set"
-    return [entry.replace("${MODULE_NAME}", "SAMTune") for entry in match.group(1).split()]
+    module = re.search(r"set\(MODULE_NAME (\w+)\)", text)
+    return [entry.replace("${MODULE_NAME}", module.group(1) if module else "") for entry in match.group(1).split()]
 
 
 def s4ext_fields() -> dict[str, str]:
@@ -53,23 +56,23 @@ def test_extension_metadata_agrees_across_cmake_s4ext_and_json() -> None:
     assert "add_subdirectory(SAMTune)" in cmake
 
 
-def test_module_cmake_lists_every_script_and_resource() -> None:
-    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
+@pytest.mark.parametrize("module", ["SAMTune", "SegmentEditorSAMAuto"])
+def test_module_cmake_lists_every_script_and_resource(module: str) -> None:
+    folder = ROOT / module
+    text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule" in text
     assert "WITH_GENERIC_TESTS" in text
-    scripts = set(cmake_list(text, "MODULE_PYTHON_SCRIPTS"))
-    resources = set(cmake_list(text, "MODULE_PYTHON_RESOURCES"))
-
-    on_disk_scripts = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*.py") if "__pycache__" not in p.parts}
-    on_disk_resources = {
-        p.relative_to(MODULE).as_posix()
-        for p in (MODULE / "Resources").rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    }
-    missing = sorted((on_disk_scripts - scripts) | (on_disk_resources - resources))
-    stale = sorted((scripts | resources) - on_disk_scripts - on_disk_resources)
-    assert not missing, f"add to SAMTune/CMakeLists.txt: {missing}"
-    assert not stale, f"listed in SAMTune/CMakeLists.txt but not on disk: {stale}"
+    assert f"add_subdirectory({module})" in (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    listed = set(cmake_list(text, "MODULE_PYTHON_SCRIPTS"))
+    listed |= set(cmake_list(text, "MODULE_PYTHON_RESOURCES"))
+    files = [
+        p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"
+    ]
+    on_disk = {p.relative_to(folder).as_posix() for p in files}
+    assert not sorted(on_disk - listed), f"add to {module}/CMakeLists.txt: {sorted(on_disk - listed)}"
+    assert not sorted(listed - on_disk), (
+        f"listed in {module}/CMakeLists.txt but not on disk: {sorted(listed - on_disk)}"
+    )
 
 
 def test_license_is_apache_2() -> None:

@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[4] / "SAMTune"
+ROOT = Path(__file__).resolve().parents[4]
+MODULE = ROOT / "SAMTune"
 UI = MODULE / "Resources" / "UI" / "SAMTune.ui"
 CODE = MODULE / "SAMTune.py"
+EFFECT = ROOT / "SegmentEditorSAMAuto" / "SegmentEditorSAMAutoLib"
+#: (.ui file, the code that loads it and refers to its widgets as self.ui.<name>)
+PANELS = [(UI, CODE), (EFFECT / "SAMAutoOptions.ui", EFFECT / "SegmentEditorEffect.py")]
 
 #: Widget class -> parameter types Slicer's parameterNodeWrapper GUI connectors bind it to
 #: (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py).
@@ -25,22 +29,21 @@ CONNECTORS = {
 }
 
 
-@pytest.fixture(scope="module")
-def loaded():
-    pytest.importorskip("PySide6")
+def _load(ui: Path) -> set[str]:
     from PySide6.QtCore import QFile
     from PySide6.QtUiTools import QUiLoader
     from PySide6.QtWidgets import QApplication, QWidget
 
     app = QApplication.instance() or QApplication([])
-    handle = QFile(str(UI))
+    handle = QFile(str(ui))
     assert handle.open(QFile.OpenModeFlag.ReadOnly)
     root = QUiLoader().load(handle)
     handle.close()
-    assert root is not None, "QUiLoader could not load SAMTune.ui"
-    yield {w.objectName() for w in root.findChildren(QWidget)} | {root.objectName()}
+    assert root is not None, f"QUiLoader could not load {ui.name}"
+    names = {w.objectName() for w in root.findChildren(QWidget)} | {root.objectName()}
     root.deleteLater()
     app.processEvents()
+    return names
 
 
 def _parameter_fields() -> dict[str, str]:
@@ -56,10 +59,11 @@ def _parameter_fields() -> dict[str, str]:
     return fields
 
 
-def test_every_widget_the_code_uses_exists_in_the_ui(loaded):
-    used = set(re.findall(r"self\.ui\.(\w+)", CODE.read_text(encoding="utf-8")))
-    assert len(used) > 30
-    assert sorted(used - loaded) == []
+@pytest.mark.parametrize(("ui", "code"), PANELS, ids=["module", "effect"])
+def test_every_widget_the_code_uses_exists_in_the_ui(ui: Path, code: Path):
+    used = set(re.findall(r"self\.ui\.(\w+)", code.read_text(encoding="utf-8")))
+    assert len(used) > 12
+    assert sorted(used - _load(ui)) == []
 
 
 def test_every_parameter_binding_names_a_field_of_a_bindable_type():
@@ -75,13 +79,15 @@ def test_every_parameter_binding_names_a_field_of_a_bindable_type():
         assert fields[name] in CONNECTORS[widget_class], f"{widget_class} cannot represent {name}: {fields[name]}"
 
 
-def test_the_ui_is_translatable_and_has_no_duplicate_names():
-    names = [w.get("name") for w in ET.parse(UI).iter("widget")]
+@pytest.mark.parametrize("ui", [UI, PANELS[1][0]], ids=["module", "effect"])
+def test_the_ui_is_translatable_and_has_no_duplicate_names(ui: Path):
+    names = [w.get("name") for w in ET.parse(ui).iter("widget")]
     assert len(names) == len(set(names))
-    for string in ET.parse(UI).iter("string"):
+    for string in ET.parse(ui).iter("string"):
         assert string.get("notr") != "true"
 
 
 def test_slicer_side_files_compile():
-    for path in [CODE, *sorted((MODULE / "SAMTuneLib").glob("*.py"))]:
+    effect_files = sorted((ROOT / "SegmentEditorSAMAuto").rglob("*.py"))
+    for path in [CODE, *sorted((MODULE / "SAMTuneLib").glob("*.py")), *effect_files]:
         py_compile.compile(str(path), doraise=True)

@@ -1,0 +1,1 @@
+"""The SAM auto Segment Editor effect."""
