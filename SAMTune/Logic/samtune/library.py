@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from samtune.errors import OutputError, WeightsError
 from samtune.io.model_folder import MODEL_CARD, MODEL_WEIGHTS, read_model_card
+from samtune.paths import user_dir
 
 #: Largest weights file an import accepts (a full ViT-H fine-tune is ~2.5 GB).
 MAX_IMPORT_BYTES = 4 << 30
@@ -35,15 +35,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,99}$")
 
 def default_models_dir() -> Path:
     """The per-user model library folder (see the module docstring)."""
-    if os.environ.get("SAMTUNE_MODELS_DIR"):
-        return Path(os.environ["SAMTUNE_MODELS_DIR"]).expanduser()
-    if os.environ.get("SAMTUNE_HOME"):
-        return Path(os.environ["SAMTUNE_HOME"]).expanduser() / "models"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "samtune" / "models"
-    if sys.platform.startswith("win"):
-        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "samtune" / "models"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "samtune" / "models"
+    return user_dir("models", override_env="SAMTUNE_MODELS_DIR", cache=False)
 
 
 def check_model_name(name: str) -> str:

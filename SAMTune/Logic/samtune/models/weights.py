@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import sys
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch
 
 from samtune.errors import WeightsError
 from samtune.models.registry import BackboneSpec
+from samtune.paths import user_dir
 
 #: ``progress(bytes_done, bytes_total_or_None)`` during a download.
 DownloadProgress = Callable[[int, "int | None"], None]
@@ -35,17 +35,7 @@ def weights_cache_dir() -> Path:
     cache folder (``~/.cache/samtune/weights`` on Linux, ``~/Library/Caches/samtune/weights``
     on macOS, ``%LOCALAPPDATA%\\samtune\\weights`` on Windows).
     """
-    if os.environ.get("SAMTUNE_WEIGHTS_DIR"):
-        return Path(os.environ["SAMTUNE_WEIGHTS_DIR"]).expanduser()
-    if os.environ.get("SAMTUNE_HOME"):
-        return Path(os.environ["SAMTUNE_HOME"]).expanduser() / "weights"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "samtune" / "weights"
-    if sys.platform.startswith("win"):
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "samtune" / "weights"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "samtune" / "weights"
+    return user_dir("weights", override_env="SAMTUNE_WEIGHTS_DIR", cache=True)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -97,3 +97,15 @@ def test_default_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("SAMTUNE_MODELS_DIR")
     monkeypatch.setenv("SAMTUNE_HOME", str(tmp_path / "home"))
     assert default_models_dir() == tmp_path / "home" / "models"
+
+
+def test_cache_and_data_folders_follow_the_platform_rule(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from samtune.models import weights_cache_dir
+
+    for name in ("SAMTUNE_HOME", "SAMTUNE_MODELS_DIR", "SAMTUNE_WEIGHTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert weights_cache_dir() == tmp_path / "cache" / "samtune" / "weights"  # downloads: re-obtainable
+    assert default_models_dir() == tmp_path / "data" / "samtune" / "models"  # trained models: the user's work
