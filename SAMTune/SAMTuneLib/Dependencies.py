@@ -23,6 +23,9 @@ PIP_REQUIREMENTS = {
     "timm": "0.9",
     "matplotlib": "3.5",
     "psutil": "5.9",
+    # Faster CPU image encoder (samtune.models.runtime); prediction falls back to PyTorch without them.
+    "onnxruntime": "1.17",
+    "onnx": "1.15",
 }
 
 

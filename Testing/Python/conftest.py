@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 # Real Qt, offscreen: the suite never needs a display.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Exported encoders (samtune.models.runtime) go to a per-run folder, never the user's cache.
+if "SAMTUNE_RUNTIME_CACHE" not in os.environ:
+    os.environ["SAMTUNE_RUNTIME_CACHE"] = tempfile.mkdtemp(prefix="samtune-test-runtime-")
 
 # Deterministic, reproducible CPU runs; two threads match the CI machine.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

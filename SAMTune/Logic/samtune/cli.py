@@ -84,6 +84,20 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
     p.add_argument("--batch-size", type=int, default=1, help="slices per batch (default 1; larger pays on a GPU)")
     p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime"],
+        help="image-encoder runtime: auto (ONNX Runtime on a CPU when installed, else PyTorch), torch, onnxruntime",
+    )
+    p.add_argument(
+        "--slice-search",
+        type=int,
+        default=0,
+        metavar="STEP",
+        help="automatic mode: segment every STEP-th slice first, then only the slices around the structure "
+        "(0 = every slice, the default)",
+    )
+    p.add_argument(
         "--intensity",
         default="auto",
         help="intensity normalisation: auto, ct, percentile (0.5-99.5), window, none (default auto)",
@@ -327,7 +341,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         point=[list(p) for p in args.point] if args.point else None,
         neg_point=[list(p) for p in args.neg_point] if args.neg_point else None,
         axis=args.axis, slices=list(args.slices) if args.slices else None, threshold=args.threshold,
-        batch_size=args.batch_size, intensity=args.intensity, window=list(args.window) if args.window else None,
+        batch_size=args.batch_size, runtime=args.runtime, slice_search=args.slice_search, intensity=args.intensity,
+        window=list(args.window) if args.window else None,
         ct_preset=args.ct_preset, two_and_half_d=args.two_and_half_d, label_value=args.label_value, name=args.name,
     )  # fmt: skip
     with TerminalEvents("predict", quiet=args.quiet, json_events=args.events) as events:

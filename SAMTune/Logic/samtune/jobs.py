@@ -87,6 +87,8 @@ class PredictJob:
     slices: list[int] | None = None
     threshold: float = 0.5
     batch_size: int = 1
+    runtime: str = "auto"
+    slice_search: int = 0
     intensity: str = "auto"
     window: list[float] | None = None
     ct_preset: str = "soft_tissue"
@@ -318,6 +320,8 @@ def run_predict_job(job: PredictJob, *, emit: Emit) -> Path:
     config = PredictConfig(
         threshold=job.threshold,
         batch_size=job.batch_size,
+        runtime=job.runtime,
+        slice_search=job.slice_search,
         slice_range=tuple(job.slices) if job.slices else None,  # type: ignore[arg-type]
         slices=slices,
         label_value=job.label_value,

@@ -7,7 +7,7 @@ from samtune.predict.prompts import (
     merge_prompts,
     point_prompts_from_ijk,
 )
-from samtune.predict.volume import PredictConfig, ProgressCallback, predict_volume
+from samtune.predict.volume import PredictConfig, ProgressCallback, predict_volume, search_slices
 
 __all__ = [
     "PredictConfig",
@@ -18,4 +18,5 @@ __all__ = [
     "merge_prompts",
     "point_prompts_from_ijk",
     "predict_volume",
+    "search_slices",
 ]

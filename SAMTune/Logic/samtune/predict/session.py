@@ -25,6 +25,7 @@ from samtune.data.pipeline import SliceConfig, SliceGrid, prepare_slices, slice_
 from samtune.data.slicing import resolve_axis
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
+from samtune.models.runtime import encoder_runtime
 from samtune.models.sam_model import SamModel
 from samtune.predict.prompts import SlicePrompt, _axis_pair
 from samtune.predict.volume import _decode_prompted
@@ -43,6 +44,8 @@ class PredictorSession:
         slices: Intensity normalisation and 2.5D settings (its ``axis`` is replaced by ``axis``).
         cache_bytes: Most bytes of embeddings kept; the least recently used slice goes first.
         threshold: Probability above which a pixel is foreground.
+        runtime: Image-encoder runtime (``auto``, ``torch`` or ``onnxruntime``; see
+            :mod:`samtune.models.runtime`).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class PredictorSession:
         slices: SliceConfig | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         threshold: float = 0.5,
+        runtime: str = "auto",
     ) -> None:
         if cache_bytes < 0:
             raise ConfigurationError(f"cache_bytes must be >= 0, got {cache_bytes}.")
@@ -69,6 +73,8 @@ class PredictorSession:
         self.threshold = float(threshold)
         self.device = next(model.parameters()).device
         self.encoder_calls = 0
+        #: The encoder in use (``runtime.name`` says which; ``runtime.reason`` why).
+        self.runtime = encoder_runtime(self.model, runtime)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._grid: SliceGrid = slice_grid(volume, input_size=model.input_size, axis=self.axis)
         self._lock = threading.RLock()
@@ -111,7 +117,7 @@ class PredictorSession:
                 indices=[index],
                 normalized=self.normalized,
             )
-            embedding = self.model.encode(images.to(self.device))
+            embedding = self.runtime.encode(images.to(self.device)).to(self.device)
             self.encoder_calls += 1
             self._cache[index] = embedding
             self._evict()

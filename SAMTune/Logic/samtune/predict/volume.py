@@ -19,6 +19,7 @@ from samtune.data.pipeline import SliceConfig, prepare_slices
 from samtune.data.slicing import resolve_axis
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
+from samtune.models.runtime import RUNTIMES, encoder_runtime
 from samtune.models.sam_model import SamModel
 from samtune.predict.prompts import SlicePrompt
 
@@ -39,6 +40,13 @@ class PredictConfig:
             ``None`` for the whole volume.
         slices: Slicing axis, intensity normalisation and 2.5D option.
         label_value: Value written for foreground voxels in the output label map.
+        runtime: Image-encoder runtime: ``auto`` (ONNX Runtime on a CPU when installed, else PyTorch),
+            ``torch`` or ``onnxruntime`` (see :mod:`samtune.models.runtime`).
+        slice_search: Automatic mode only. ``0`` segments every slice. ``n >= 2`` first segments
+            every ``n``-th slice, then grows outwards from each slice where the structure was found
+            until the structure ends, so slices far from the structure are never encoded (see
+            :func:`search_slices`). A structure that shows on fewer than ``n`` consecutive slices
+            between two sampled slices can be missed.
     """
 
     threshold: float = 0.5
@@ -46,8 +54,16 @@ class PredictConfig:
     slice_range: tuple[int, int] | None = None
     slices: SliceConfig = field(default_factory=SliceConfig)
     label_value: int = 1
+    runtime: str = "auto"
+    slice_search: int = 0
 
     def __post_init__(self) -> None:
+        if int(self.slice_search) < 0 or int(self.slice_search) == 1:
+            raise ConfigurationError(
+                f"slice_search must be 0 (segment every slice) or a step of at least 2, got {self.slice_search}."
+            )
+        if str(self.runtime).lower() not in RUNTIMES:
+            raise ConfigurationError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}.")
         if not 0.0 < float(self.threshold) < 1.0:
             raise ConfigurationError(f"threshold must be a probability strictly between 0 and 1, got {self.threshold}.")
         if int(self.batch_size) < 1:
@@ -136,6 +152,44 @@ def _pad_points(
     return torch.as_tensor(coords, device=device), torch.as_tensor(labels, device=device)
 
 
+def search_slices(
+    indices: Sequence[int], step: int, segment: Callable[[list[int]], list[bool]], batch_size: int = 1
+) -> list[int]:
+    """Which of ``indices`` (ordered, contiguous) to segment when the structure is sought coarse to fine.
+
+    Every ``step``-th slice (and the last) is segmented first; then, from every slice where
+    ``segment`` found foreground, the neighbouring slices are segmented one after another, outwards,
+    until a slice without foreground ends each run. Every slice connected (along the slice axis) to
+    a sampled slice with foreground is therefore segmented exactly as a full pass would.
+
+    Args:
+        indices: The slices in range, ascending and contiguous.
+        step: Sampling step (>= 2).
+        segment: Segments the given slices and says, per slice, whether it found foreground.
+        batch_size: Slices handed to ``segment`` at once.
+
+    Returns:
+        The slices segmented, ascending.
+    """
+    if not indices:
+        return []
+    first, last = indices[0], indices[-1]
+    found: dict[int, bool] = {}
+
+    def run(batch: list[int]) -> None:
+        for start in range(0, len(batch), batch_size):
+            chunk = batch[start : start + batch_size]
+            found.update(zip(chunk, segment(chunk)))
+
+    run(sorted(set(indices[::step]) | {last}))
+    frontier = sorted(s for s, hit in found.items() if hit)
+    while frontier:
+        wanted = sorted({n for s in frontier for n in (s - 1, s + 1) if first <= n <= last and n not in found})
+        run(wanted)
+        frontier = [n for n in wanted if found[n]]
+    return sorted(found)
+
+
 @torch.inference_mode()
 def predict_volume(
     model: SamModel,
@@ -173,8 +227,11 @@ def predict_volume(
     if prompts is not None and total == 0:
         logger.warning("No prompted slice inside the requested range: the output is empty.")
     normalized = normalize_intensity(volume.array, config.slices.intensity) if total else None
-    for start in range(0, total, config.batch_size):
-        batch = indices[start : start + config.batch_size]
+    encode = encoder_runtime(model, config.runtime).encode if total else model.encode
+    done = 0
+
+    def segment(batch: list[int]) -> list[bool]:
+        nonlocal done
         images, grid = prepare_slices(
             volume,
             input_size=model.input_size,
@@ -183,7 +240,7 @@ def predict_volume(
             indices=batch,
             normalized=normalized,
         )
-        embeddings = model.encode(images.to(device))
+        embeddings = encode(images.to(device)).to(device)
         if prompts is None:
             low_res, _ = model.decode(embeddings)
         else:
@@ -191,6 +248,17 @@ def predict_volume(
         masks = grid.logits_to_masks(low_res.float(), threshold=config.threshold)
         for s, mask in zip(batch, masks):
             out_slices[s][mask] = config.label_value
+        done += len(batch)
         if progress is not None:
-            progress(min(start + config.batch_size, total), total, "Segmenting slices")
+            progress(min(done, total), total, "Segmenting slices")
+        return [bool(mask.any()) for mask in masks]
+
+    if prompts is None and config.slice_search >= 2:
+        segmented = search_slices(indices, config.slice_search, segment, config.batch_size)
+        logger.info("Slice search segmented %d of %d slices.", len(segmented), total)
+        if progress is not None and done < total:
+            progress(total, total, "Segmenting slices")
+    else:
+        for start in range(0, total, config.batch_size):
+            segment(indices[start : start + config.batch_size])
     return volume.with_array(out)

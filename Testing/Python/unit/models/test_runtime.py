@@ -1,0 +1,110 @@
+"""Encoder runtimes: ONNX Runtime gives PyTorch's embeddings, is cached on disk under the weights'
+fingerprint, and everything falls back to PyTorch cleanly when OpenVINO cannot be used."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from samtune.data import make_phantom
+from samtune.errors import ConfigurationError
+from samtune.models import build_tiny_model
+from samtune.models.runtime import encoder_fingerprint, encoder_runtime
+from samtune.predict import PredictConfig, predict_volume
+from samtune.predict.session import PredictorSession
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is part of the development requirements")
+
+
+@pytest.fixture(params=["litemedsam", "sam_vit_b"])
+def model(request):
+    return build_tiny_model(request.param, seed=0).eval()
+
+
+def test_onnxruntime_equals_torch_and_is_cached(model, tmp_path, monkeypatch):
+    images = torch.randn(2, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.encode(images)
+    conversions = []
+    real_export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: conversions.append(1) or real_export(*a, **k))
+
+    first = encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert first.name == "onnxruntime" and "exported" in first.reason
+    got = first(images)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+    second = encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)  # same weights: read from disk
+    assert "loaded from" in second.reason and len(conversions) == 1
+    torch.testing.assert_close(second(images), expected, atol=1e-4, rtol=1e-4)
+    entries = [p for p in tmp_path.iterdir()]
+    assert len(entries) == 1 and sorted(f.name for f in entries[0].iterdir()) == ["encoder.onnx"]
+
+
+def test_changed_weights_get_their_own_entry(tmp_path):
+    model = build_tiny_model("litemedsam", seed=0).eval()
+    before = encoder_fingerprint(model)
+    encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    with torch.no_grad():
+        next(model.image_encoder.parameters()).add_(0.5)  # e.g. an encoder fine-tuned with LoRA
+    assert encoder_fingerprint(model) != before
+    updated = encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert "exported" in updated.reason and len(list(tmp_path.iterdir())) == 2
+    images = torch.randn(1, 3, model.input_size, model.input_size)
+    with torch.no_grad():
+        torch.testing.assert_close(updated(images), model.encode(images), atol=1e-4, rtol=1e-4)
+
+
+def test_fallbacks_and_errors(monkeypatch, tmp_path):
+    model = build_tiny_model("litemedsam", seed=0).eval()
+    assert encoder_runtime(model, "auto").name == "torch"  # tiny test configurations are never exported
+    assert encoder_runtime(model, "torch").name == "torch"
+    with pytest.raises(ConfigurationError, match="expected one of auto, torch, onnxruntime"):
+        encoder_runtime(model, "tensorrt")
+    with pytest.raises(ConfigurationError, match="runtime must be one of"):
+        PredictConfig(runtime="onnx")
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the optional package were not installed
+    model.tiny = False
+    chosen = encoder_runtime(model, "auto", cache_dir=tmp_path)
+    assert chosen.name == "torch" and "not installed" in chosen.reason
+    with pytest.raises(ConfigurationError, match="not installed"):
+        encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_conversion_falls_back_without_leaving_files(monkeypatch, tmp_path):
+    model = build_tiny_model("litemedsam", seed=0).eval()
+    model.tiny = False
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    chosen = encoder_runtime(model, "auto", cache_dir=tmp_path)
+    assert chosen.name == "torch" and "unsupported operation" in chosen.reason
+    with pytest.raises(ConfigurationError, match="could not be exported"):
+        encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prediction_and_session_give_the_same_masks_with_onnxruntime(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAMTUNE_RUNTIME_CACHE", str(tmp_path))
+    model = build_tiny_model("litemedsam", seed=3).eval()
+    image, _ = make_phantom(shape=(5, 40, 48), seed=2)
+    reference = predict_volume(model, image, PredictConfig(runtime="torch", threshold=0.45)).array
+    fast = predict_volume(model, image, PredictConfig(runtime="onnxruntime", threshold=0.45)).array
+    assert reference.any() and np.array_equal(reference, fast)
+    session = PredictorSession(model, image, axis="k", runtime="onnxruntime")
+    assert session.runtime.name == "onnxruntime"
+    with torch.no_grad():
+        torch.testing.assert_close(
+            session.embedding(2),
+            PredictorSession(model, image, axis="k", runtime="torch").embedding(2),
+            atol=1e-4,
+            rtol=1e-4,
+        )
