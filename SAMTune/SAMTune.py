@@ -865,12 +865,13 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
         return self._run(client, wait)
 
     def predict(self, volumeNode, model, segmentationNode=None, wait=True, callback=None, mode="replace",
-                threshold=0.5, device="auto"):  # fmt: skip
+                threshold=0.5, device="auto", sliceSearch=0):  # fmt: skip
         """Segment the whole volume automatically with a library model (or a model folder / backbone name).
 
         The result goes into ``segmentationNode`` (a new one when ``None``), in a segment named
         after the model's structure; writes into an existing segmentation can be undone
-        (``logic.lastUndo.undo()``).
+        (``logic.lastUndo.undo()``). ``sliceSearch=N`` (N >= 2) segments every N-th slice first and
+        then only the slices around the structure (faster; can miss parts shorter than N slices).
 
         Returns:
             The segmentation node (``wait=True``) or the running ``WorkerClient``.
@@ -892,7 +893,7 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
         image = write_volume(volumeToCore(volumeNode), os.path.join(work, "image.nrrd"))
         out = os.path.join(work, "label.nrrd")
         job = {"version": 1, "kind": "predict", "image": str(image), "out": out, "model": modelPath,
-               "threshold": threshold, "device": device}  # fmt: skip
+               "threshold": threshold, "device": device, "slice_search": int(sliceSearch)}  # fmt: skip
         jobPath = os.path.join(work, "job.json")
         with open(jobPath, "w", encoding="utf-8") as handle:
             json.dump(job, handle)

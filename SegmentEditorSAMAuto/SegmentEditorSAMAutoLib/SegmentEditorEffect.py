@@ -18,6 +18,8 @@ from slicer.i18n import tr as _
 
 #: Pixels a press must move before it counts as a box drag instead of a click.
 DRAG_PIXELS = 5
+#: Sampling step of the optional slice search for whole-volume runs (samtune PredictConfig.slice_search).
+SLICE_SEARCH_STEP = 4
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -113,6 +115,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.ui.rangeComboBox.enabled = automatic
         self.ui.rangeWidget.enabled = automatic and self.ui.rangeComboBox.currentData == "range"
         self.ui.propagateCheckBox.enabled = not automatic
+        self.ui.sliceSearchCheckBox.enabled = automatic and self.ui.rangeComboBox.currentData == "volume"
         self.ui.structureComboBox.enabled = self.ui.structureComboBox.count > 1
         running = self.job is not None and not self.job.state.done
         self.ui.cancelButton.enabled = running
@@ -238,8 +241,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         logic = self.samtuneLogic()
         self.ensurePreviewNode()
+        search = SLICE_SEARCH_STEP if extent == "volume" and self.ui.sliceSearchCheckBox.checked else 0
         self.job = logic.predict(volumeNode, self.ui.modelComboBox.currentData, self.previewNode, wait=False,
-                                 threshold=self.ui.thresholdSpinBox.value)  # fmt: skip
+                                 threshold=self.ui.thresholdSpinBox.value, sliceSearch=search)  # fmt: skip
         self.job.on_finished = self.onJobFinished
         self.ui.statusLabel.text = _("Segmenting in the background...")
         self.timer.start()
