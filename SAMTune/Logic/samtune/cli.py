@@ -98,6 +98,11 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
         "(0 = every slice, the default)",
     )
     p.add_argument(
+        "--largest-component",
+        action="store_true",
+        help="keep only the largest 3D connected component (one connected structure: removes stray islands)",
+    )
+    p.add_argument(
         "--intensity",
         default="auto",
         help="intensity normalisation: auto, ct, percentile (0.5-99.5), window, none (default auto)",
@@ -341,7 +346,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         point=[list(p) for p in args.point] if args.point else None,
         neg_point=[list(p) for p in args.neg_point] if args.neg_point else None,
         axis=args.axis, slices=list(args.slices) if args.slices else None, threshold=args.threshold,
-        batch_size=args.batch_size, runtime=args.runtime, slice_search=args.slice_search, intensity=args.intensity,
+        batch_size=args.batch_size, runtime=args.runtime, slice_search=args.slice_search,
+        largest_component=args.largest_component, intensity=args.intensity,
         window=list(args.window) if args.window else None,
         ct_preset=args.ct_preset, two_and_half_d=args.two_and_half_d, label_value=args.label_value, name=args.name,
     )  # fmt: skip

@@ -89,6 +89,7 @@ class PredictJob:
     batch_size: int = 1
     runtime: str = "auto"
     slice_search: int = 0
+    largest_component: bool = False
     intensity: str = "auto"
     window: list[float] | None = None
     ct_preset: str = "soft_tissue"
@@ -322,6 +323,7 @@ def run_predict_job(job: PredictJob, *, emit: Emit) -> Path:
         batch_size=job.batch_size,
         runtime=job.runtime,
         slice_search=job.slice_search,
+        largest_component=job.largest_component,
         slice_range=tuple(job.slices) if job.slices else None,  # type: ignore[arg-type]
         slices=slices,
         label_value=job.label_value,

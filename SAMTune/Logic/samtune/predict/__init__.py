@@ -1,5 +1,6 @@
 """Zero-shot and fine-tuned prediction on volumes."""
 
+from samtune.predict.postprocess import keep_largest_component
 from samtune.predict.prompts import (
     SlicePrompt,
     box_prompts_from_ijk,
@@ -15,6 +16,7 @@ __all__ = [
     "SlicePrompt",
     "box_prompts_from_ijk",
     "boxes_from_label",
+    "keep_largest_component",
     "merge_prompts",
     "point_prompts_from_ijk",
     "predict_volume",

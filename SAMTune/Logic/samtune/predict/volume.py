@@ -21,6 +21,7 @@ from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
 from samtune.models.runtime import RUNTIMES, encoder_runtime
 from samtune.models.sam_model import SamModel
+from samtune.predict.postprocess import keep_largest_component
 from samtune.predict.prompts import SlicePrompt
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class PredictConfig:
     label_value: int = 1
     runtime: str = "auto"
     slice_search: int = 0
+    largest_component: bool = False
 
     def __post_init__(self) -> None:
         if int(self.slice_search) < 0 or int(self.slice_search) == 1:
@@ -261,4 +263,6 @@ def predict_volume(
     else:
         for start in range(0, total, config.batch_size):
             segment(indices[start : start + config.batch_size])
+    if config.largest_component:
+        out[~keep_largest_component(out)] = 0
     return volume.with_array(out)
