@@ -1,6 +1,7 @@
 # SAMTune developer commands. Both targets create .venv and install what they need.
 #   make demo   fine-tune-free demo: zero-shot LiteMedSAM on a synthetic phantom, prints Dice
 #   make test   lint, type-check and the full test suite (CPU only, < 15 min on 2 cores)
+#   make benchmark   the benchmark suite and docs/benchmarks.md (about 2 h on 2 cores; DATA=la_heart_dev folder)
 
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -30,10 +31,11 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The benchmark suite (see benchmarks/README.md); DATA is the la_heart_dev folder, read in place.
+DATA    ?= ../shared/data/la_heart_dev
+
 benchmark: $(STAMP)
-	mkdir -p benchmarks/results
-	$(PY) benchmarks/bench_prediction.py --json benchmarks/results/prediction_cpu.json
-	$(PY) benchmarks/bench_training.py --json benchmarks/results/training_cpu.json
+	$(PY) benchmarks/run_all.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,15 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import AXIS, machine, masks_from_embeddings, painted_case
 
 from samtune.data import Volume, prepare_slices, read_label, read_volume
 from samtune.data.pipeline import SliceConfig, slice_grid
 from samtune.data.slicing import extract_slices
 from samtune.metrics import dice
 from samtune.models import SamModel, build_model
-from samtune.train import TrainingCase, fine_tune, load_preset
-
-AXIS = "k"  # the 88-slice axis of these volumes
+from samtune.train import fine_tune, load_preset
 
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "blo_sam_first": ("blo_sam", {}),
@@ -44,18 +42,6 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "joint_ablation": ("blo_sam", {"optimiser": "joint"}),
     "cpu_quick": ("cpu_quick", {"val_fraction": 0.0}),
 }
-
-
-def painted_case(case_id: str, image: Volume, label: Volume, slices: int) -> tuple[TrainingCase, list[int]]:
-    """A sparsely labelled case: ``slices`` evenly spaced slices with the atrium keep their label."""
-    per_slice = extract_slices(label.array, 0)
-    showing = [s for s in range(per_slice.shape[0]) if per_slice[s].any()]
-    # Evenly spaced, away from the first and last slice that show the structure.
-    chosen = sorted({showing[int(round(x))] for x in np.linspace(0, len(showing) - 1, slices + 2)[1:-1]})
-    sparse = np.zeros_like(label.array)
-    sparse[chosen] = label.array[chosen]
-    case = TrainingCase(case_id, image, Volume(sparse, label.geometry), structure="left atrium", value=1)
-    return case, chosen
 
 
 def encode_volume(model: SamModel, image: Volume, slices: SliceConfig) -> tuple[torch.Tensor, Any]:
@@ -66,17 +52,6 @@ def encode_volume(model: SamModel, image: Volume, slices: SliceConfig) -> tuple[
         for start in range(0, tensor.shape[0], 1):
             chunks.append(model.encode(tensor[start : start + 1]).to(torch.float16))
     return torch.cat(chunks), grid
-
-
-@torch.no_grad()
-def predict_from_embeddings(model: SamModel, embeddings: torch.Tensor, grid: Any, batch: int = 8) -> np.ndarray:
-    """Automatic-mode masks for every slice (``(N, h, w)`` on the slice grid)."""
-    model.eval()
-    masks = []
-    for start in range(0, embeddings.shape[0], batch):
-        low_res, _ = model.decode(embeddings[start : start + batch].float())
-        masks.append(grid.logits_to_masks(model.upscale_logits(low_res)))
-    return np.concatenate(masks)
 
 
 def main() -> None:
@@ -127,13 +102,13 @@ def main() -> None:
         scores, seconds = {}, []
         for case_id, (embeddings, grid, reference) in test.items():
             t0 = time.perf_counter()
-            prediction = predict_from_embeddings(model, embeddings, grid)
+            prediction = masks_from_embeddings(model, embeddings, grid)
             seconds.append(time.perf_counter() - t0)
             scores[case_id] = dice(prediction, reference)
         return scores, statistics.median(seconds)
 
     results: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads},
+        "machine": machine(args.threads),
         "train_cases": train_ids,
         "test_cases": test_ids,
         "encode_seconds_per_slice": encode_seconds / encoded_slices if encoded_slices else None,

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine
 
 from samtune.data import make_phantom
 from samtune.models import build_model
@@ -35,12 +35,13 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=6, help="new slices to click on")
     parser.add_argument("--clicks", type=int, default=20, help="clicks on a cached slice")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runtime", default="auto", help="image-encoder runtime (auto, torch, onnxruntime)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     image, label = make_phantom(shape=(16, 256, 256), seed=4)
     model = build_model(args.backbone, device=args.device)
-    session = PredictorSession(model, image, axis="k")
+    session = PredictorSession(model, image, axis="k", runtime=args.runtime)
     present = np.flatnonzero(label.array.reshape(16, -1).any(axis=1))
     middle = int(present.mean())
     point = np.argwhere(label.array[middle] > 0).mean(axis=0)[::-1]  # (x, y)
@@ -57,15 +58,15 @@ def main() -> None:
     cached = [click(middle) for _ in range(args.clicks)]
     seed = session.predict_slice(middle, SlicePrompt(boxes=boxes_from_label(label.array, axis=0)[middle].boxes))
     session.close()
-    session = PredictorSession(model, image, axis="k")
+    session = PredictorSession(model, image, axis="k", runtime=args.runtime)
     session.embedding(middle)
     start = time.perf_counter()
     reached = session.propagate(middle, seed, direction=1, prefetch=0)
     propagation = (time.perf_counter() - start) / max(1, len(reached))
     result = {
-        "machine": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        "machine": machine(torch.get_num_threads(), args.device),
         "device": args.device,
+        "runtime": session.runtime.name,
         "backbone": args.backbone,
         "new_slice_click_s": statistics.median(new),
         "cached_slice_click_s": statistics.median(cached),

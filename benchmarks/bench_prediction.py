@@ -1,88 +1,200 @@
-"""Prediction speed and memory of the default backbone (LiteMedSAM) on this machine.
+"""Prediction speed: the image-encoder levers and whole-volume automatic prediction, on this machine.
 
-Prints, as medians over repeated runs measured in this one process:
-  * image-encoder time per 256x256 slice (batch 1 and batch 4, per slice);
-  * mask-decoder time per slice (automatic mode);
-  * whole-volume automatic prediction of an 88-slice 256x256 volume (end to end: normalisation,
-    resizing, encoder, decoder, restore, reassembly);
-  * peak resident memory of the process.
+Measured in one process (medians of ``--repeats``; ratios from the same run):
 
-Usage:  python benchmarks/bench_prediction.py [--repeats 5] [--threads 2] [--json out.json]
+* image encoder per 256x256 slice (LiteMedSAM): PyTorch fp32 at batch 1 and 4, bf16 autocast,
+  ``torch.compile`` (inductor; with its first-call compile time), channels-last, ONNX Runtime fp32
+  (the product's ``runtime="onnxruntime"``: export and cached-load time too), and with
+  ``--openvino`` OpenVINO fp32 for comparison (not used by the product: importing it sends Intel a
+  usage event); the largest difference of each from PyTorch fp32's embedding;
+* mask decoder per slice (automatic mode);
+* whole-volume automatic prediction of an 88-slice 256x256 volume, end to end (``predict_volume``),
+  with the PyTorch and ONNX Runtime encoders (a pretrained model finds nothing, so slice search would
+  stop after the samples: this figure is the full pass);
+* with ``--data`` (la_heart_dev, never copied): a ``cpu_quick`` model trained on 8 painted slices
+  of the first volume segments the last volume (88 slices) with PyTorch, ONNX Runtime, and ONNX
+  Runtime + slice search (steps 4 and 8): time, Dice against the reference, Dice change from PyTorch;
+* the encoder's floating-point operations per slice and this machine's fp32 matrix-multiply
+  throughput, i.e. how fast the encoder could at best run here;
+* peak resident memory.
+
+    .venv/bin/python benchmarks/bench_prediction.py --data ../shared/data/la_heart_dev \\
+        --json benchmarks/results/prediction_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
-import statistics
-import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from common import AXIS, case_ids, load_case, machine, median_seconds, painted_case, peak_rss_mb
 
 from samtune.data import Volume
+from samtune.metrics import dice
 from samtune.models import build_model
+from samtune.models.runtime import encoder_runtime
 from samtune.predict import PredictConfig, predict_volume
+from samtune.train import fine_tune, load_preset
 
 
-def _median_seconds(fn, repeats: int, *, warmup: bool = True) -> float:
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
+def encoder_levers(model: Any, repeats: int, quick: bool, openvino: bool) -> dict[str, Any]:
+    size = model.input_size
+    x1 = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x4 = x1.repeat(4, 1, 1, 1)
+    encoder = model.image_encoder
+    rows: dict[str, Any] = {}
+    with torch.no_grad():
+        reference = encoder(x1)
+
+        def row(name: str, fn: Any, per: int = 1, n: int = repeats, warmup: bool = True) -> None:
+            seconds = median_seconds(fn, n, warmup=warmup) / per
+            out = fn()[:1].float()
+            rows[name] = {"s_per_slice": seconds, "max_abs_diff": float((out - reference).abs().max())}
+            print(f"encoder {name}: {seconds:.3f} s/slice", flush=True)
+
+        row("torch_fp32", lambda: encoder(x1))
+        row("torch_fp32_batch4", lambda: encoder(x4), per=4)
+        if not quick:  # emulated without AVX-512 BF16: ~50 s per slice on the development machine
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                row("torch_bf16_autocast", lambda: encoder(x1), n=1, warmup=False)
+        if not quick:  # inductor compiles C++ kernels first: minutes on 2 cores
+            try:
+                started = time.perf_counter()
+                compiled = torch.compile(encoder)
+                compiled(x1)
+                rows["torch_compile_first_call_s"] = time.perf_counter() - started
+                row("torch_compile", lambda: compiled(x1))
+            except Exception as error:  # a missing compiler or an unsupported operation: record why
+                rows["torch_compile"] = f"failed: {type(error).__name__}: {str(error)[:200]}"
+        encoder.to(memory_format=torch.channels_last)
+        row("torch_channels_last", lambda: encoder(x1.contiguous(memory_format=torch.channels_last)))
+        encoder.to(memory_format=torch.contiguous_format)
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            runtime = encoder_runtime(model, "onnxruntime", cache_dir=folder)
+            rows["onnxruntime_export_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            encoder_runtime(model, "onnxruntime", cache_dir=folder)
+            rows["onnxruntime_load_cached_s"] = time.perf_counter() - started
+            row("onnxruntime_fp32", lambda: runtime(x1))
+            if openvino:  # measured for comparison only: `import openvino` sends a usage event to Intel
+                import openvino as ov
+
+                (onnx_file,) = Path(folder).glob("*/encoder.onnx")
+                config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
+                compiled = ov.Core().compile_model(ov.Core().read_model(str(onnx_file)), "CPU", config)
+                row("openvino_fp32", lambda: torch.from_numpy(compiled(x1.numpy())[0]))
+        embedding = encoder(x1)
+        rows["decoder_s_per_slice"] = median_seconds(lambda: model.decode(embedding), repeats)
+    base = rows["torch_fp32"]["s_per_slice"]
+    for value in rows.values():
+        if isinstance(value, dict):
+            value["speedup_vs_torch_fp32"] = base / value["s_per_slice"]
+    return rows
+
+
+def compute_bound(model: Any) -> dict[str, float]:
+    """Encoder FLOPs per slice and this machine's fp32 matrix-multiply throughput (a practical peak)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, model.input_size, model.input_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.image_encoder(x)
+    flops = float(counter.get_total_flops())  # multiply-adds count 2
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    seconds = median_seconds(lambda: a @ b, 5)
+    gflops = 2 * 2048**3 / seconds / 1e9
+    return {
+        "encoder_gflop_per_slice": flops / 1e9,
+        "matmul_gflops": gflops,
+        "encoder_s_per_slice_at_matmul_speed": flops / 1e9 / gflops,
+        "volume_88_encoder_s_at_matmul_speed": 88 * flops / 1e9 / gflops,
+    }
+
+
+def whole_volume(model: Any, repeats: int) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    volume = Volume.from_array(rng.normal(size=(88, 256, 256)).astype(np.float32), spacing=(0.625, 0.625, 0.625))
+    out: dict[str, Any] = {}
+    for runtime in ("torch", "onnxruntime"):
+        config = PredictConfig(runtime=runtime, slices=_axis())
+        out[f"{runtime}_s"] = median_seconds(
+            lambda config=config: predict_volume(model, volume, config), repeats, warmup=False
+        )
+        print(f"synthetic 88x256x256 {runtime}: {out[f'{runtime}_s']:.1f} s", flush=True)
+    out["speedup"] = out["torch_s"] / out["onnxruntime_s"]
+    return out
+
+
+def _axis() -> Any:
+    from samtune.data.pipeline import SliceConfig
+
+    return SliceConfig(axis=AXIS)
+
+
+def real_volume(data: Path) -> dict[str, Any]:
+    ids = case_ids(data)
+    case, painted = painted_case(ids[0], *load_case(data, ids[0]), 8)
+    config = load_preset("cpu_quick").train_config(
+        {"device": "cpu", "seed": 0, "val_fraction": 0.0, "slices": {"axis": AXIS}}
+    )
+    started = time.perf_counter()
+    outcome = fine_tune([case], config)
+    model = outcome.model.eval()
+    result: dict[str, Any] = {"train_case": ids[0], "painted": painted, "train_s": time.perf_counter() - started}
+    image, label = load_case(data, ids[-1])
+    reference = label.array == 1
+    result["test_case"] = ids[-1]
+    masks = {}
+    variants = [("torch", "torch", 0), ("onnxruntime", "onnxruntime", 0)]
+    variants += [("onnxruntime_search4", "onnxruntime", 4), ("onnxruntime_search8", "onnxruntime", 8)]
+    for name, runtime, search in variants:
+        encoder_runtime(model, runtime)  # conversion (cached after the first call) is not part of the figure
+        config = PredictConfig(runtime=runtime, slice_search=search, slices=_axis())
         started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024.0 if sys.platform != "darwin" else rss / (1024.0 * 1024.0)
+        masks[name] = predict_volume(model, image, config).array > 0
+        seconds = time.perf_counter() - started
+        result[name] = {"s": seconds, "dice": dice(masks[name], reference)}
+        print(f"la_heart {ids[-1]} {name}: {seconds:.1f} s, Dice {result[name]['dice']:.4f}", flush=True)
+    for name in ("onnxruntime", "onnxruntime_search4", "onnxruntime_search8"):
+        result[name]["dice_change_vs_torch"] = result[name]["dice"] - result["torch"]["dice"]
+        result[name]["voxels_differing_from_torch"] = int((masks[name] != masks["torch"]).sum())
+        result[name]["speedup_vs_torch"] = result["torch"]["s"] / result[name]["s"]
+    return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (median reported)")
-    parser.add_argument("--volume-repeats", type=int, default=2, help="repeats of the whole-volume run")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per encoder figure (median)")
+    parser.add_argument("--volume-repeats", type=int, default=1, help="repeats of each whole-volume run")
+    parser.add_argument("--threads", type=int, default=2, help="torch (and OpenVINO) CPU threads")
+    parser.add_argument("--data", type=Path, help="la_heart_dev folder for the real-volume figures")
+    parser.add_argument("--quick", action="store_true", help="2 repeats, no bf16, no whole synthetic volume")
+    parser.add_argument("--openvino", action="store_true", help="also time OpenVINO (sends Intel a usage event)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
-
+    if args.quick:
+        args.repeats = 2
     torch.set_num_threads(args.threads)
     model = build_model("litemedsam", device="cpu")
-    size = model.input_size
-    figures: dict[str, float | str | int] = {
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
-        "torch": torch.__version__,
-        "backbone": "litemedsam",
-    }
-    with torch.inference_mode():
-        x1 = torch.randn(1, 3, size, size)
-        x4 = torch.randn(4, 3, size, size)
-        figures["encoder_s_per_slice_batch1"] = _median_seconds(lambda: model.encode(x1), args.repeats)
-        figures["encoder_s_per_slice_batch4"] = _median_seconds(lambda: model.encode(x4), args.repeats) / 4
-        embedding = model.encode(x1)
-        figures["decoder_s_per_slice"] = _median_seconds(lambda: model.decode(embedding), args.repeats)
-
-    rng = np.random.default_rng(0)
-    volume = Volume.from_array(rng.normal(size=(88, 256, 256)).astype(np.float32), spacing=(0.625, 0.625, 0.625))
-    config = PredictConfig(batch_size=4)
-    figures["volume_88x256x256_automatic_s"] = _median_seconds(
-        lambda: predict_volume(model, volume, config), args.volume_repeats, warmup=False
-    )  # the model is already warm from the encoder figures
-    figures["peak_rss_mb"] = _peak_rss_mb()
-
-    width = max(len(k) for k in figures)
-    for key, value in figures.items():
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        print(f"{key:<{width}}  {shown}")
+    figures: dict[str, Any] = {"machine": machine(args.threads), "backbone": "litemedsam", "quick": args.quick}
+    figures["encoder"] = encoder_levers(model, args.repeats, args.quick, args.openvino)
+    figures["compute_bound"] = compute_bound(model)
+    if not args.quick:
+        figures["synthetic_volume_88x256x256"] = whole_volume(model, args.volume_repeats)
+    if args.data:
+        figures["la_heart_volume"] = real_volume(args.data)
+    figures["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(figures, indent=2))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(figures, handle, indent=2)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import machine, peak_rss_mb
 
 from samtune.data import make_phantom
 from samtune.models import build_model
@@ -55,10 +54,6 @@ def _step_seconds(trainer: Trainer, batch: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def bench_preset(name: str, repeats: int) -> dict[str, float | int | str]:
     """Step times, peak memory, trainable parameters and file size of one preset (on LiteMedSAM)."""
     preset = next(p for p in list_presets() if p.name == name)
@@ -75,7 +70,7 @@ def bench_preset(name: str, repeats: int) -> dict[str, float | int | str]:
     for batch in (1, 4):
         config.batch_size = batch
         row[f"step_s_batch{batch}"] = _step_seconds(Trainer(model, config, samples), batch, repeats)
-        row[f"peak_rss_mb_after_batch{batch}"] = _peak_rss_mb()
+        row[f"peak_rss_mb_after_batch{batch}"] = peak_rss_mb()
     with tempfile.TemporaryDirectory() as folder:
         small = preset.train_config(
             {"backbone": "litemedsam", "device": "cpu", "epochs": 1, "val_fraction": 0.0, "augment": {"enabled": False}}
@@ -105,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per figure (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--presets", nargs="+", help="only these presets (default: all)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # internal: one preset (or 'cache') per process
     args = parser.parse_args()
@@ -114,12 +110,11 @@ def main() -> None:
         print(json.dumps(row))
         return
     results: dict[str, object] = {
-        "machine": f"{platform.machine()}, {args.threads} threads",
-        "torch": torch.__version__,
+        "machine": machine(args.threads),
         "backbone": "litemedsam (every preset's method and scope)",
         "presets": {},
     }
-    for name in [p.name for p in list_presets()] + ["cache"]:
+    for name in (args.presets or [p.name for p in list_presets()]) + ["cache"]:
         command = [sys.executable, "-W", "ignore", __file__, "--only", name, "--repeats", str(args.repeats),
                    "--threads", str(args.threads)]  # fmt: skip
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]

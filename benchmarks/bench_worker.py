@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import machine
 
 from samtune.data import write_phantom_cases
 
@@ -63,7 +64,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="samtune-bench-worker-"))
     write_phantom_cases(folder, args.cases, shape=(12, 96, 96))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    results: dict[str, Any] = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "runs": {}}
+    results: dict[str, Any] = {"machine": machine(2), "runs": {}}
 
     def timed(name: str, command: list[str] | None, threads: int = 2) -> None:
         walls, trains = [], []

@@ -1,0 +1,496 @@
+"""Regenerate ``docs/benchmarks.md`` (tables and plots) from the JSON files the benchmarks wrote.
+
+Every number in the report comes from a results file; a benchmark whose file is missing gets a line
+saying how to produce it. Run by ``run_all.py``; on its own:
+
+    .venv/bin/python benchmarks/report.py --results benchmarks/results --out docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+GOAL_S = 30.0
+BUDGET_LABEL = {
+    "s4": "4 painted slices, 1 volume",
+    "s8": "8 painted slices, 1 volume",
+    "vol1": "1 fully labelled volume",
+    "vol3": "3 fully labelled volumes",
+}
+METHOD_LABEL = {
+    "zero_shot_automatic": "zero-shot LiteMedSAM, automatic",
+    "zero_shot_box": "zero-shot LiteMedSAM, box from the reference (upper bound of prompting)",
+    "cpu_quick": "`cpu_quick` (decoder LoRA)",
+    "blo_sam": "`blo_sam` (learned prompt + decoder LoRA, bi-level)",
+}
+
+
+def machine_line(info: Any) -> str:
+    """One line naming the machine from a results file's ``machine`` entry (old files: fewer fields)."""
+    if isinstance(info, str):
+        return info
+    if not isinstance(info, dict):
+        return "machine not recorded"
+    cpu = info.get("cpu") or info.get("processor") or info.get("platform", "")
+    cores = info.get("cores") or info.get("cpus")
+    parts = [f"{cpu}, {cores} cores" if cores else str(cpu)]
+    if info.get("threads"):
+        parts.append(f"{info['threads']} threads")
+    parts.append(info.get("gpu") or info.get("device", "CPU"))
+    if info.get("torch"):
+        parts.append(f"torch {info['torch']}")
+    if info.get("date"):
+        parts.append(f"measured {info['date']}")
+    line = ", ".join(str(p) for p in parts if p)
+    return line + (f". {info['note'].rstrip('.')}" if info.get("note") else "")
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def seconds(value: float) -> str:
+    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
+
+
+# -- study ---------------------------------------------------------------------------------------
+def study_section(study: dict[str, Any], images: Path, link: str) -> list[str]:
+    runs = study["runs"]
+    tests = study["test_cases"]
+    lines = [
+        "## Real-data study: which CPU preset, with how many labels",
+        "",
+        f"`benchmarks/study_la_heart.py` on `la_heart_dev` (left atrium, LGE MRI, 88 slices per volume; read in "
+        f"place, never copied). Backbone LiteMedSAM (bundled weights). Training pool: {', '.join(study['pool'])} "
+        f"(repeat *r* uses pool volume *r* and seed *r*); held out: the last {len(tests)} volumes, whole. "
+        "Every model segments the held-out volumes in automatic mode (no prompt). Each slice is encoded once "
+        f"(fp32, {_producers(study)}; {study['encoder_s_per_slice']:.2f} s per slice) and the embeddings are "
+        "shared by all models.",
+        "",
+        f"Machine: {machine_line(study['machine'])}.",
+        "",
+        "Dice and NSD (1 mm) are mean ± sd over held-out volumes × repeats. Training time = decoder training "
+        "(embeddings precomputed) + the encoder time its training slices cost at the measured speed per slice.",
+        "",
+        "| training data | labelled slices | method | runs | Dice | NSD (1 mm) | Dice, largest component "
+        "| NSD, largest component | training time (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["budget"], run["method"]), []).append(run)
+    curve: dict[str, list[tuple[int, float, float]]] = {}
+    for (budget, method), members in groups.items():
+        dices = [c["dice"] for r in members for c in r["cases"].values()]
+        nsds = [c["nsd"] for r in members for c in r["cases"].values()]
+        lcc_dices = [c["lcc_dice"] for r in members for c in r["cases"].values() if "lcc_dice" in c]
+        lcc_nsds = [c["lcc_nsd"] for r in members for c in r["cases"].values() if "lcc_nsd" in c]
+        if budget == "none":
+            data, labelled, time_text = "none (zero-shot)", "0", "–"
+        else:
+            data, labelled = BUDGET_LABEL[budget], str(members[0]["labelled_slices"])
+            totals = [r["train_seconds"] + r.get("encode_seconds", 0.0) for r in members]
+            time_text = seconds(statistics.median(totals))
+            epochs = members[0].get("epochs")
+            if epochs:
+                time_text += f" ({epochs} epochs)"
+            curve.setdefault(method, []).append(
+                (int(labelled), statistics.mean(dices), statistics.stdev(dices) if len(dices) > 1 else 0.0)
+            )
+            if lcc_dices:
+                sd = statistics.stdev(lcc_dices) if len(lcc_dices) > 1 else 0.0
+                curve.setdefault(f"{method}+lcc", []).append((int(labelled), statistics.mean(lcc_dices), sd))
+        lines.append(
+            f"| {data} | {labelled} | {METHOD_LABEL.get(method, method)} | {len(members)} | {mean_sd(dices)} | "
+            f"{mean_sd(nsds)} | {mean_sd(lcc_dices)} | {mean_sd(lcc_nsds)} | {time_text} |"
+        )
+    lines += ["", f"![Learning curve]({link}/learning_curve.png)", ""]
+    _learning_curve(curve, groups, images / "learning_curve.png")
+
+    lines += ["Per held-out volume (Dice, mean over repeats):", ""]
+    lines += ["| training data | method | " + " | ".join(t[:8] + "…" for t in tests) + " |"]
+    lines += ["|---|---|" + "---|" * len(tests)]
+    for (budget, method), members in groups.items():
+        cells = [statistics.mean(r["cases"][t]["dice"] for r in members) for t in tests]
+        data = "none" if budget == "none" else budget
+        lines.append(f"| {data} | {method} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    lines.append("")
+    lines += _reading(groups)
+    lines += _slice_search(study, runs)
+    return lines
+
+
+def _producers(study: dict[str, Any]) -> str:
+    producers = sorted(set(study.get("embeddings_from", {}).values()) or {study.get("encoder_runtime", "?")})
+    names = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "torch": "PyTorch"}
+    return " and ".join(names.get(p, p) for p in producers)
+
+
+def _learning_curve(curve: dict[str, list[tuple[int, float, float]]], groups: Any, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    colours: dict[str, Any] = {}
+    for method, points in sorted(curve.items()):
+        points.sort()
+        xs, ys, sds = zip(*points)
+        base = method.removesuffix("+lcc")
+        label = METHOD_LABEL.get(base, base).replace("`", "") + (", largest component" if method != base else "")
+        drawn = ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3, label=label, color=colours.get(base),
+                            linestyle="--" if method != base else "-")  # fmt: skip
+        colours[base] = drawn.lines[0].get_color()
+    for method, style in (("zero_shot_box", "--"), ("zero_shot_automatic", ":")):
+        members = groups.get(("none", method))
+        if members:
+            value = statistics.mean(c["dice"] for r in members for c in r["cases"].values())
+            ax.axhline(value, linestyle=style, color="grey", label=f"{METHOD_LABEL[method].split(',')[0]}, "
+                       f"{'box prompts' if method == 'zero_shot_box' else 'automatic'} ({value:.2f})")  # fmt: skip
+    ax.set_xscale("log")
+    budgets = sorted({x for points in curve.values() for x, _, _ in points})
+    if budgets:
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("labelled training slices (log scale)")
+    ax.set_ylabel("Dice on held-out volumes (automatic)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("LiteMedSAM fine-tuned on a CPU: la_heart_dev", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _reading(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    def dice_of(key: tuple[str, str]) -> float | None:
+        members = groups.get(key)
+        return statistics.mean(c["dice"] for r in members for c in r["cases"].values()) if members else None
+
+    best = max(
+        ((key, dice_of(key)) for key in groups if key[0] != "none"), key=lambda item: item[1] or 0.0, default=None
+    )
+    box = dice_of(("none", "zero_shot_box"))
+    lines = []
+    if best and best[1] is not None:
+        (budget, method), value = best
+        text = (
+            f"Best automatic result: {METHOD_LABEL.get(method, method)} with {BUDGET_LABEL[budget]}, Dice {value:.3f}"
+        )
+        if box is not None:
+            text += f" ({best[1] / box:.0%} of zero-shot box prompting's {box:.3f}, which needs a box on every slice)"
+        lines.append(text + ".")
+    for budget in ("s4", "s8", "vol1", "vol3"):
+        quick, blo = dice_of((budget, "cpu_quick")), dice_of((budget, "blo_sam"))
+        if quick is not None and blo is not None:
+            winner = "`blo_sam`" if blo > quick else "`cpu_quick`"
+            lines.append(f"- {BUDGET_LABEL[budget]}: {winner} wins ({blo:.3f} vs {quick:.3f}).")
+    return [*lines, ""]
+
+
+def _slice_search(study: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    trained = [r for r in runs if r["budget"] != "none" and r["cases"]]
+    if not trained or "search_steps" not in study:
+        return []
+    lines = [
+        "### Slice search on the same predictions",
+        "",
+        "What `PredictConfig.slice_search` (sample every *n*-th slice, then grow from the hits until the "
+        "structure ends) would have segmented, computed from each trained model's per-slice predictions on "
+        f"every held-out volume ({len(trained)} models × {len(study['test_cases'])} volumes):",
+        "",
+        "| step | slices segmented, of 88 (mean) | Dice change vs every slice: mean | largest drop "
+        "| cases with a drop > 0.005 |",
+        "|---|---|---|---|---|",
+    ]
+    for step in study["search_steps"]:
+        changes = [c[f"search{step}_dice"] - c["dice"] for r in trained for c in r["cases"].values()]
+        counts = [c[f"search{step}_slices"] for r in trained for c in r["cases"].values()]
+        over = sum(1 for d in changes if d < -0.005)
+        lines.append(
+            f"| {step} | {statistics.mean(counts):.1f} | {statistics.mean(changes):+.4f} | {min(changes):+.4f} | "
+            f"{over} of {len(changes)} |"
+        )
+    return [*lines, ""]
+
+
+# -- prediction speed ----------------------------------------------------------------------------
+def prediction_section(pred: dict[str, Any], images: Path, link: str) -> list[str]:
+    enc = pred["encoder"]
+    lines = [
+        "## Prediction speed: the encoder levers and whole-volume automatic prediction",
+        "",
+        f"`benchmarks/bench_prediction.py` — LiteMedSAM, CPU. Machine: {machine_line(pred['machine'])}.",
+        "",
+        "| image encoder, per 256² slice | seconds | speed-up vs PyTorch fp32 (same run) "
+        "| largest difference from PyTorch fp32's embedding |",
+        "|---|---|---|---|",
+    ]
+    names = {
+        "torch_fp32": "PyTorch fp32, batch 1",
+        "torch_fp32_batch4": "PyTorch fp32, batch 4 (per slice)",
+        "torch_bf16_autocast": "PyTorch bf16 autocast (1 run)",
+        "torch_compile": "PyTorch fp32, `torch.compile` (inductor)",
+        "torch_channels_last": "PyTorch fp32, channels-last",
+        "onnxruntime_fp32": "**ONNX Runtime fp32** (`runtime=onnxruntime`, the default when installed)",
+        "openvino_fp32": "OpenVINO fp32 (comparison only)",
+    }
+    for key, label in names.items():
+        row = enc.get(key)
+        if isinstance(row, dict):
+            lines.append(
+                f"| {label} | {row['s_per_slice']:.3f} | {row['speedup_vs_torch_fp32']:.2f}× "
+                f"| {row['max_abs_diff']:.1e} |"
+            )
+    if "torch_compile_first_call_s" in enc:
+        lines.append(f"| (`torch.compile`'s first call, compiling) | {enc['torch_compile_first_call_s']:.0f} | | |")
+    lines += [
+        f"| mask decoder, per slice (automatic mode) | {enc['decoder_s_per_slice']:.3f} | | |",
+        "",
+        f"ONNX Runtime needs the encoder exported once ({enc['onnxruntime_export_s']:.1f} s; kept in the per-user "
+        f"cache) and then loads it in {enc['onnxruntime_load_cached_s']:.2f} s.",
+        "",
+    ]
+    variants: list[tuple[str, float]] = []
+    synthetic = pred.get("synthetic_volume_88x256x256")
+    if synthetic:
+        lines += [
+            "| whole-volume automatic prediction, end to end | seconds |",
+            "|---|---|",
+            f"| synthetic 88 × 256 × 256 volume, PyTorch encoder | {synthetic['torch_s']:.1f} |",
+            f"| synthetic 88 × 256 × 256 volume, ONNX Runtime encoder | {synthetic['onnxruntime_s']:.1f} "
+            f"({synthetic['speedup']:.2f}× faster) |",
+            "",
+        ]
+        variants += [
+            ("synthetic, PyTorch", synthetic["torch_s"]),
+            ("synthetic, ONNX Runtime", synthetic["onnxruntime_s"]),
+        ]
+    real = pred.get("la_heart_volume")
+    if real:
+        lines += [
+            f"A `cpu_quick` model trained on 8 painted slices of {real['train_case'][:8]}… "
+            f"({real['train_s']:.0f} s) segments the held-out volume {real['test_case'][:8]}… "
+            "(88 slices, 256² model input):",
+            "",
+            "| encoder, slices | seconds | speed-up vs PyTorch | Dice | Dice change vs PyTorch | voxels differing |",
+            "|---|---|---|---|---|---|",
+        ]
+        labels = {
+            "torch": "PyTorch, every slice",
+            "onnxruntime": "ONNX Runtime, every slice",
+            "onnxruntime_search4": "ONNX Runtime, slice search step 4",
+            "onnxruntime_search8": "ONNX Runtime, slice search step 8",
+        }
+        for key, label in labels.items():
+            row = real[key]
+            change = row.get("dice_change_vs_torch")
+            lines.append(
+                f"| {label} | {row['s']:.1f} | {row.get('speedup_vs_torch', 1.0):.2f}× | {row['dice']:.4f} | "
+                f"{'–' if change is None else f'{change:+.4f}'} | {row.get('voxels_differing_from_torch', 0)} |"
+            )
+            variants.append((f"la_heart, {label}", row["s"]))
+        lines.append("")
+    bound = pred.get("compute_bound")
+    if variants:
+        best_name, best = min(variants, key=lambda v: v[1])
+        verdict = "met" if best <= GOAL_S else "not met"
+        lines += [f"**The ≤ {GOAL_S:.0f} s goal is {verdict} on this machine**: best {best:.1f} s ({best_name})."]
+        if bound:
+            lines += [
+                "",
+                f"What limits it: the encoder costs {bound['encoder_gflop_per_slice']:.1f} GFLOP per slice "
+                f"(multiply-adds counted as 2), and this machine multiplies fp32 matrices at "
+                f"{bound['matmul_gflops']:.0f} GFLOP/s (2048² matmul, same run). Even at that speed the encoder "
+                f"alone would need {bound['encoder_s_per_slice_at_matmul_speed']:.2f} s per slice, "
+                f"{bound['volume_88_encoder_s_at_matmul_speed']:.0f} s for 88 slices; 30 s allows "
+                f"{GOAL_S / 88:.2f} s per slice."
+                + (
+                    " So no fp32 runtime can meet the goal on this machine while encoding every slice; only "
+                    "encoding fewer slices, lower precision (bf16/int8 hardware this CPU lacks), more cores or a "
+                    "GPU can."
+                    if bound["volume_88_encoder_s_at_matmul_speed"] > GOAL_S
+                    else ""
+                ),
+            ]
+        lines.append("")
+        _speed_plot(variants, images / "prediction_speed.png")
+        lines += [f"![Whole-volume prediction time]({link}/prediction_speed.png)", ""]
+    lines.append(f"Peak resident memory of the benchmark process: {pred['peak_rss_mb'] / 1024:.2f} GB.")
+    return [*lines, ""]
+
+
+def _speed_plot(variants: list[tuple[str, float]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(variants) + 1.2), dpi=120)
+    names, values = zip(*variants)
+    ax.barh(range(len(values)), values, color="#4c72b0")
+    ax.set_yticks(range(len(values)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(GOAL_S, color="crimson", linestyle="--", label=f"goal {GOAL_S:.0f} s")
+    ax.set_xlabel("seconds for an 88-slice volume (2 CPU threads)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# -- other sections ------------------------------------------------------------------------------
+def training_section(train: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Training speed, memory and sizes per preset",
+        "",
+        "`benchmarks/bench_training.py` — every preset's method and scope on LiteMedSAM, fp32, CPU, no "
+        "augmentation, one process per preset; step = forward, loss, backward, optimiser step; median after a "
+        f"warm-up. Machine: {machine_line(train['machine'])}.",
+        "",
+        "| preset (method, scope) | step, batch 1 | step, batch 4 | peak RSS, batch 1 / 4 | trainable parameters "
+        "| model file |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in train["presets"].items():
+        lines.append(
+            f"| `{name}` ({row['method']}, {row['scope']}{', cached' if row['cache'] == 'True' else ''}) | "
+            f"{row['step_s_batch1']:.2f} s | {row['step_s_batch4']:.2f} s | "
+            f"{row['peak_rss_mb_after_batch1'] / 1024:.2f} / {row['peak_rss_mb_after_batch4'] / 1024:.2f} GB | "
+            f"{row['trainable_parameters']:,} | {row['model_file_kb']:.0f} KB |"
+        )
+    cache = train.get("cache")
+    if cache:
+        lines += [
+            "",
+            f"Embedding cache, same run (decoder-only LoRA, batch 4): {cache['step_s_cached']:.2f} s per step with "
+            f"cached embeddings vs {cache['step_s_recomputed']:.2f} s recomputing the encoder: "
+            f"**{cache['speedup']:.1f}×**.",
+        ]
+    return [*lines, ""]
+
+
+def interactive_section(data: dict[str, Any], title: str) -> list[str]:
+    return [
+        f"## Interactive prompting{title}",
+        "",
+        f"`benchmarks/bench_interactive.py` — predictor session, {data.get('backbone', 'litemedsam')}, "
+        f"16 × 256 × 256 phantom. Machine: {machine_line(data['machine'])}"
+        + (f", encoder runtime {data['runtime']}" if data.get("runtime") else "")
+        + ".",
+        "",
+        "| what | median | goal |",
+        "|---|---|---|",
+        f"| click on a slice whose embedding is cached ({data['n_cached']} clicks) "
+        f"| {data['cached_slice_click_s']:.3f} s | {_goal(data['cached_slice_click_s'], 0.1)} |",
+        f"| first click on a new slice ({data['n_new']} slices) | {data['new_slice_click_s']:.3f} s "
+        f"| {_goal(data['new_slice_click_s'], 1.0)} |",
+        f"| ratio new / cached, same run | {data['ratio_new_over_cached']:.1f}× | |",
+        f"| propagation to the neighbouring slice ({data['propagated_slices']} slices) | "
+        f"{data['propagation_s_per_slice']:.3f} s per slice | |",
+        "",
+    ]
+
+
+def _goal(value: float, goal: float) -> str:
+    return f"≤ {goal:g} s: {'met' if value <= goal else 'not met'}"
+
+
+def worker_section(data: dict[str, Any]) -> list[str]:
+    runs = data["runs"]
+    labels = {
+        "in_process": "in-process (`run_train_job`, 2 threads)",
+        "worker": "worker subprocess (`python -m samtune.worker --job`)",
+        "torchrun_1x2threads": "`torchrun`, 1 process × 2 threads",
+        "torchrun_2x1thread": "`torchrun`, 2 gloo processes × 1 thread",
+    }
+    lines = [
+        "## Worker overhead and 1 vs 2 processes",
+        "",
+        "`benchmarks/bench_worker.py` — the same `cpu_quick` training job (LiteMedSAM, phantom cases, embedding "
+        f"cache). Machine: {machine_line(data['machine'])}.",
+        "",
+        "| how | wall time | time per training step |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {labels[k]} | {v['wall_s']:.1f} s | {v['step_s']:.3f} s |" for k, v in runs.items() if k in labels]
+    lines += [
+        "",
+        f"Worker overhead {data['worker_overhead_s']:.1f} s once per job; 2 gloo processes vs 1 process with 2 "
+        f"threads: {data['two_process_speedup_wall']:.2f}× wall, {data['two_process_speedup_step']:.2f}× per step.",
+        "",
+    ]
+    return lines
+
+
+def blo_sam_section(data: dict[str, Any]) -> list[str]:
+    tests = data["test_cases"]
+    lines = [
+        "## BLO-SAM ablation on real cardiac MRI",
+        "",
+        "`benchmarks/bench_blo_sam.py` — LiteMedSAM; k painted slices, k/2 in each of the first two volumes; BLO-SAM's D1 and "
+        f"D2 are the two volumes; automatic Dice on the next {len(tests)} volumes. Machine: "
+        f"{machine_line(data['machine'])}.",
+        "",
+        "| k | method | " + " | ".join(t[:6] + "…" for t in tests) + " | mean | train |",
+        "|---|---|" + "---|" * len(tests) + "---|---|",
+    ]
+    for run in data["runs"]:
+        values = [run["dice"][t] for t in tests]
+        lines.append(
+            f"| {run['k']} | {run['method']} | " + " | ".join(f"{v:.3f}" for v in values)
+            + f" | {statistics.mean(values):.3f} | {run['train_seconds']:.0f} s |"
+        )  # fmt: skip
+    return [*lines, ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images", help="where plots go")
+    args = parser.parse_args()
+    found = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(args.results.glob("*.json"))}
+    link = os.path.relpath(args.images, args.out.parent)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `benchmarks/report.py` from the JSON files in `benchmarks/results/` (run the whole suite with "
+        "`benchmarks/run_all.py`, see `benchmarks/README.md`); do not edit by hand. Every timing is a median over "
+        "repeated runs in one process unless a row says otherwise, comparisons are ratios measured in the same run, "
+        "and each section names its machine. Timings are never asserted by tests.",
+        "",
+    ]
+    sections: list[tuple[str, Any]] = [
+        ("study_la_heart", lambda d: study_section(d, args.images, link)),
+        ("prediction", lambda d: prediction_section(d, args.images, link)),
+        ("training", training_section),
+        ("interactive", lambda d: interactive_section(d, " (Segment Editor effect), CPU")),
+        ("interactive_cuda", lambda d: interactive_section(d, ", GPU")),
+        ("worker", worker_section),
+        ("blo_sam_la_heart", blo_sam_section),
+    ]
+    for name, render in sections:
+        if name in found:
+            lines += render(found[name])
+        elif name != "interactive_cuda":
+            lines += [f"## {name}", "", f"Not measured yet: `benchmarks/run_all.py --only {name}`.", ""]
+    if "interactive_cuda" not in found and "prediction" in found and "gpu" not in str(found["prediction"]["machine"]):
+        lines += ["No GPU was available where these figures were measured, so there are no GPU figures.", ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
