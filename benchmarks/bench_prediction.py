@@ -90,6 +90,7 @@ def encoder_levers(model: Any, repeats: int, quick: bool, openvino: bool) -> dic
                 config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32"}
                 compiled = ov.Core().compile_model(ov.Core().read_model(str(onnx_file)), "CPU", config)
                 row("openvino_fp32", lambda: torch.from_numpy(compiled(x1.numpy())[0]))
+        row("torch_fp32_again", lambda: encoder(x1))  # the baseline once more: drift over the run shows here
         embedding = encoder(x1)
         rows["decoder_s_per_slice"] = median_seconds(lambda: model.decode(embedding), repeats)
     base = rows["torch_fp32"]["s_per_slice"]
