@@ -458,7 +458,7 @@ def blo_sam_section(data: dict[str, Any]) -> list[str]:
         "## BLO-SAM ablation on real cardiac MRI",
         "",
         "`benchmarks/bench_blo_sam.py` — LiteMedSAM; k painted slices, k/2 in each of the first two volumes; "
-        "BLO-SAM's D1 and D2 are the two volumes; automatic Dice on the next {len(tests)} volumes. Machine: "
+        f"BLO-SAM's D1 and D2 are the two volumes; automatic Dice on the next {len(tests)} volumes. Machine: "
         f"{machine_line(data['machine'])}.",
         "",
         "| k | method | " + " | ".join(t[:6] + "…" for t in tests) + " | mean | train |",
