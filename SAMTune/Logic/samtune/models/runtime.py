@@ -14,7 +14,9 @@ The encoder is exported once (a few seconds) into the per-user cache folder as a
 protobuf graph with its weights; no pickled Python), under a fingerprint of the encoder's weights
 and input size, and loaded from there later. A fine-tuned encoder (LoRA, adapters) has other weights
 and so its own entry. Only the encoder is exported: the prompt encoder and mask decoder stay in
-PyTorch.
+PyTorch. Tracing records one path through the code, so a fresh export is compared with PyTorch on a
+random input and discarded if they differ, and encoders with Conv-LoRA layers (which route each
+input to an expert) are never exported.
 """
 
 from __future__ import annotations
@@ -117,6 +119,10 @@ def _torch_runtime(model: SamModel, reason: str) -> EncoderRuntime:
 def _onnxruntime_problem(model: SamModel, *, explicit: bool) -> str | None:
     if model.tiny and not explicit:
         return "a tiny test configuration (exporting it would cost more than it saves)"
+    from samtune.peft.conv_lora.layer import ConvLoRAQKV
+
+    if any(isinstance(module, ConvLoRAQKV) for module in model.image_encoder.modules()):
+        return "its Conv-LoRA layers route each input to an expert, which a traced graph cannot follow"
     if model.device.type != "cpu":
         return f"the model is on {model.device.type}, and ONNX Runtime is used only for the CPU"
     try:
@@ -144,6 +150,8 @@ def _onnxruntime(model: SamModel, cache_dir: Path) -> EncoderRuntime:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    if "exported" in origin:  # a traced graph can silently differ (data-dependent code): check it once
+        _check_export(model, session, name, folder)
     lock = threading.Lock()  # the predictor session also encodes from a prefetch thread; share the 2 cores
 
     def encode(images: torch.Tensor) -> torch.Tensor:
@@ -153,6 +161,22 @@ def _onnxruntime(model: SamModel, cache_dir: Path) -> EncoderRuntime:
         return torch.from_numpy(np.concatenate(outputs))
 
     return EncoderRuntime("onnxruntime", origin, encode)
+
+
+def _check_export(model: SamModel, session: object, name: str, folder: Path) -> None:
+    """Compare the exported encoder with PyTorch on one random input; remove the export if they differ."""
+    example = torch.randn(1, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
+    was_training = model.image_encoder.training
+    model.image_encoder.eval()
+    with torch.no_grad():
+        expected = model.encode(example.to(model.device)).cpu()
+    model.image_encoder.train(was_training)
+    got = torch.from_numpy(session.run(None, {name: example.numpy()})[0])  # type: ignore[attr-defined]
+    difference = float((got - expected).abs().max())
+    tolerance = 1e-3 * max(1.0, float(expected.abs().max()))
+    if got.shape != expected.shape or difference > tolerance:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"the exported encoder differs from PyTorch by {difference:.2e} (tolerance {tolerance:.1e})")
 
 
 def _export_atomically(model: SamModel, folder: Path) -> None:

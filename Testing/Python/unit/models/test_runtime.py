@@ -3,6 +3,7 @@ fingerprint, and everything falls back to PyTorch cleanly when OpenVINO cannot b
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import numpy as np
@@ -13,6 +14,7 @@ from samtune.data import make_phantom
 from samtune.errors import ConfigurationError
 from samtune.models import build_tiny_model
 from samtune.models.runtime import encoder_fingerprint, encoder_runtime
+from samtune.peft.conv_lora import ConvLoRAQKV
 from samtune.predict import PredictConfig, predict_volume
 from samtune.predict.session import PredictorSession
 
@@ -108,3 +110,29 @@ def test_prediction_and_session_give_the_same_masks_with_onnxruntime(monkeypatch
             atol=1e-4,
             rtol=1e-4,
         )
+
+
+def test_an_export_that_differs_from_pytorch_is_refused_and_removed(monkeypatch, tmp_path):
+    model = build_tiny_model("litemedsam", seed=0).eval()
+    model.tiny = False
+    real_export = torch.onnx.export
+
+    def skewed(module, args, path, **kwargs):  # as if tracing had frozen a data-dependent branch
+        clone = copy.deepcopy(module)
+        with torch.no_grad():
+            next(clone.parameters()).add_(1.0)
+        return real_export(clone, args, path, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", skewed)
+    chosen = encoder_runtime(model, "auto", cache_dir=tmp_path)
+    assert chosen.name == "torch" and "differs from PyTorch" in chosen.reason
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_conv_lora_encoders_stay_in_pytorch(tmp_path):
+    model = build_tiny_model("litemedsam", seed=0).eval()
+    model.tiny = False
+    model.image_encoder.add_module("routed", ConvLoRAQKV(torch.nn.Linear(8, 24), rank=2, alpha=2.0, scales=[1, 2]))
+    chosen = encoder_runtime(model, "auto", cache_dir=tmp_path)
+    assert chosen.name == "torch" and "Conv-LoRA" in chosen.reason
+    assert list(tmp_path.iterdir()) == []
