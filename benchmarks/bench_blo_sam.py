@@ -19,7 +19,6 @@ The data is never copied: pass its folder (from the project root ``../shared/dat
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import AXIS, machine, masks_from_embeddings, painted_case
+from common import AXIS, machine, masks_from_embeddings, painted_case, write_results
 
 from samtune.data import Volume, prepare_slices, read_label, read_volume
 from samtune.data.pipeline import SliceConfig, slice_grid
@@ -157,9 +156,7 @@ def main() -> None:
         print(f"| {run['k']} | {run['method']} | {cells} | {np.mean(values):.3f} | {run['train_seconds']:.0f} |")
     if encoded_slices:
         print(f"\nencoder {encode_seconds / encoded_slices:.2f} s/slice (once per test slice, shared by all models)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

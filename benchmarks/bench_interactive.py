@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine
+from common import machine, write_results
 
 from samtune.data import make_phantom
 from samtune.models import build_model
@@ -77,9 +77,7 @@ def main() -> None:
         "n_cached": len(cached),
     }
     print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results(args.json, result)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import AXIS, case_ids, load_case, machine, median_seconds, painted_case, peak_rss_mb
+from common import (
+    AXIS,
+    case_ids,
+    load_case,
+    machine,
+    median_seconds,
+    painted_case,
+    peak_rss_mb,
+    write_results,
+)
 
 from samtune.data import Volume
 from samtune.metrics import dice
@@ -193,9 +202,7 @@ def main() -> None:
         figures["la_heart_volume"] = real_volume(args.data)
     figures["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    write_results(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, peak_rss_mb
+from common import machine, peak_rss_mb, write_results
 
 from samtune.data import make_phantom
 from samtune.models import build_model
@@ -124,8 +124,7 @@ def main() -> None:
         else:
             results["presets"][name] = row  # type: ignore[index]
         print(name, row, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine
+from common import machine, write_results
 
 from samtune.data import write_phantom_cases
 
@@ -100,9 +100,7 @@ def main() -> None:
     results["two_process_speedup_wall"] = runs["torchrun_1x2threads"]["wall_s"] / runs["torchrun_2x1thread"]["wall_s"]
     results["two_process_speedup_step"] = runs["torchrun_1x2threads"]["step_s"] / runs["torchrun_2x1thread"]["step_s"]
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_results(args.json, results)
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -4,6 +4,7 @@ sparsely painted training cases, and encoding a volume once for many models."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import resource
@@ -166,3 +167,14 @@ def masks_from_embeddings(model: SamModel, embeddings: torch.Tensor, grid: Any, 
         low_res, _ = model.decode(embeddings[start : start + batch].float())
         out.append(grid.logits_to_masks(low_res.float()))
     return np.concatenate(out)
+
+
+def write_results(path: str | Path | None, results: dict[str, Any]) -> None:
+    """Write ``results`` as JSON to ``path`` (if given) atomically: the report never reads a half file."""
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)

@@ -50,6 +50,7 @@ from common import (
     machine,
     masks_from_embeddings,
     painted_case,
+    write_results,
 )
 
 from samtune.data import Volume
@@ -145,10 +146,7 @@ def main() -> None:
     done = {(r["method"], r["budget"], r["repeat"]) for r in results["runs"]}
 
     def save() -> None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        partial = args.json.with_suffix(".partial")
-        partial.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        partial.replace(args.json)
+        write_results(args.json, results)
 
     data: dict[str, tuple[Volume, Volume]] = {c: load_case(args.data, c) for c in pool + test_ids}
     encode_seconds: list[float] = []
