@@ -12,6 +12,18 @@ States::
 
 Cancel asks the worker to stop (``STOP`` file in the run folder and SIGTERM, so it writes a
 checkpoint), then kills the whole process tree if it has not exited after ``kill_grace_s``.
+
+In Slicer the process started is not the worker itself: ``PythonSlicer`` is CTK's AppLauncher,
+which sets up the environment and runs ``python-real`` as its *child* (a ``QProcess`` with
+forwarded channels; the launcher installs no signal handlers and forwards none). Signalling only
+the launcher would leave the worker running, so every signal goes to the whole tree, children
+first, and the tree's members are remembered, so a kill still reaches the worker after the launcher
+has gone.
+
+The reader thread reads bytes and decodes each line as UTF-8 with replacement characters: one
+undecodable byte (a library printing in the console's code page) must not end the reading, or the
+pipe would fill and the worker block. Launch the worker with ``PYTHONIOENCODING=utf-8``
+(:data:`WORKER_ENV`).
 """
 
 from __future__ import annotations
@@ -72,6 +84,9 @@ class JobResult:
         return self.run_dir is not None and self.state in (JobState.CANCELLED, JobState.FAILED)
 
 
+#: Environment the worker must run with: unbuffered, UTF-8 output (what the reader decodes).
+WORKER_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+
 Launcher = Callable[[Sequence[str], dict[str, str]], Any]
 """``launcher(args, env_updates)`` -> a ``Popen``-like object with text ``stdout`` (stderr merged)."""
 
@@ -85,30 +100,47 @@ def default_launcher(args: Sequence[str], env_updates: dict[str, str]) -> subpro
     )
 
 
-def worker_command(python: str, *, job: str | None = None, resume: str | None = None) -> list[str]:
+def worker_command(
+    python: str, *, job: str | None = None, resume: str | None = None, list_devices: bool = False
+) -> list[str]:
     """The command line that runs the worker with ``python`` (Slicer: ``PythonSlicer``)."""
-    if (job is None) == (resume is None):
-        raise ValueError("Give exactly one of a job file or a run folder to resume.")
+    if (job is not None) + (resume is not None) + bool(list_devices) != 1:
+        raise ValueError("Give exactly one of a job file, a run folder to resume, or list_devices.")
+    if list_devices:
+        return [python, "-u", "-m", "samtune.worker", "--list-devices"]
     return [python, "-u", "-m", "samtune.worker", *(["--job", job] if job else ["--resume", str(resume)])]
 
 
-def kill_process_tree(pid: int) -> None:
-    """Kill a process and every process it started (psutil when present, else its process group)."""
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a dependency; this keeps POSIX working without it
-        if os.name == "posix":
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-        return
+def process_tree(pid: int) -> list[Any]:
+    """``psutil.Process`` objects of ``pid``'s descendants (deepest first) and then ``pid`` itself."""
+    import psutil
+
     try:
         parent = psutil.Process(pid)
+        children = parent.children(recursive=True)
     except psutil.NoSuchProcess:
-        return
-    processes = [*parent.children(recursive=True), parent]
+        return []
+    return [*reversed(children), parent]
+
+
+def signal_processes(processes: Sequence[Any], number: int) -> None:
+    """Send ``number`` to each process in order, skipping those that have ended (or were reused)."""
+    import psutil
+
     for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            if process.is_running():  # psutil compares the creation time: a reused pid is not signalled
+                process.send_signal(number)
+
+
+def kill_process_tree(pid: int, *, known: Sequence[Any] = ()) -> None:
+    """Kill a process, every process it started, and ``known`` ones (members seen earlier), children first."""
+    import psutil
+
+    processes = list(known)
+    seen = {p.pid for p in processes}
+    processes = [p for p in process_tree(pid) if p.pid not in seen] + processes
+    signal_processes(sorted(processes, key=lambda p: p.pid == pid), signal.SIGKILL if os.name == "posix" else 9)
     psutil.wait_procs(processes, timeout=5)
 
 
@@ -149,6 +181,8 @@ class WorkerClient:
         self._cancel_requested_at: float | None = None
         self._killed = False
         self._terminal: dict[str, Any] | None = None
+        self._tree: list[Any] = []  # every process of the job seen so far (launcher, worker, its children)
+        self._tree_seen_at = 0.0
 
     # -- control -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -168,17 +202,30 @@ class WorkerClient:
         if self.run_dir is not None and Path(self.run_dir).is_dir():
             with contextlib.suppress(OSError):
                 (Path(self.run_dir) / "STOP").write_text("stop requested by SAMTune\n", encoding="utf-8")
-        if os.name == "posix" and self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._process.pid, signal.SIGTERM)
+        self._remember_tree()
+        if os.name == "posix":  # the worker first: a launcher may not pass the signal on
+            signal_processes(self._tree, signal.SIGTERM)
 
     def kill(self) -> None:
-        """Stop now: kill the worker and its children (the last periodic checkpoint is kept)."""
-        if self._process is not None and self._process.poll() is None:
-            if self.state is JobState.RUNNING:
-                self.state = JobState.CANCELLING
-            self._killed = True
-            kill_process_tree(self._process.pid)
+        """Stop now: kill the worker, its launcher and their children (the last periodic checkpoint is kept).
+
+        Works when the launcher has already exited and the worker it started is still running.
+        """
+        if self._process is None or self.state.done:
+            return
+        self._remember_tree()
+        if not any(p.is_running() for p in self._tree) and self._process.poll() is not None:
+            return
+        if self.state is JobState.RUNNING:
+            self.state = JobState.CANCELLING
+        self._killed = True
+        kill_process_tree(self._process.pid, known=self._tree)
+
+    def _remember_tree(self) -> None:
+        """Add the job's current processes to the ones remembered (the launcher's child appears late)."""
+        self._tree_seen_at = time.monotonic()
+        known = {p.pid for p in self._tree}
+        self._tree = [p for p in process_tree(self._process.pid) if p.pid not in known] + self._tree
 
     # -- progress ------------------------------------------------------------------------------
     def poll(self) -> list[dict[str, Any]]:
@@ -212,6 +259,8 @@ class WorkerClient:
                 self._terminal = event
             if self.on_event is not None:
                 self.on_event(event)
+        if self._process is not None and not self.state.done and time.monotonic() - self._tree_seen_at > 1.0:
+            self._remember_tree()
         requested = self._cancel_requested_at
         overdue = requested is not None and time.monotonic() - requested > self.kill_grace_s
         if self.state is JobState.CANCELLING and not self._killed and overdue:
@@ -253,9 +302,13 @@ class WorkerClient:
     # -- internals -----------------------------------------------------------------------------
     def _read(self) -> None:
         stream = self._process.stdout
+        source = getattr(stream, "buffer", stream)  # a text pipe's bytes: decoding is ours, line by line
         try:
-            for line in iter(stream.readline, ""):
-                self._queue.put(line)
+            while True:
+                line = source.readline()
+                if not line:
+                    break
+                self._queue.put(line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line)
         except (OSError, ValueError):  # the pipe closed under us (process killed)
             pass
         finally:
@@ -299,7 +352,10 @@ __all__ = [
     "JobState",
     "WorkerClient",
     "default_launcher",
+    "WORKER_ENV",
     "kill_process_tree",
+    "process_tree",
+    "signal_processes",
     "python_for_worker",
     "worker_command",
 ]

@@ -33,6 +33,12 @@ class SAMTuneError(Exception):
     kind: str = "internal"
 
 
+class CancelledError(SAMTuneError):
+    """The user asked a job to stop (STOP file, SIGTERM, Cancel); nothing half-written is left."""
+
+    kind = "cancelled"
+
+
 class ConfigurationError(SAMTuneError, ValueError):
     """A configuration value, option or name is invalid."""
 

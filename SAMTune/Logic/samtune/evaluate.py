@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from samtune.data.io import IMAGE_SUFFIXES, read_label
+from samtune.data.formats import IMAGE_SUFFIXES, case_name
+from samtune.data.io import read_label
 from samtune.errors import DataError
 from samtune.metrics import dice, hausdorff_95, normalized_surface_dice
 
@@ -26,15 +27,6 @@ class Score:
     hd95_mm: float
     reference_voxels: int
     predicted_voxels: int
-
-
-def case_name(path: Path) -> str:
-    """A file's name without its image suffix (``a.nii.gz`` and ``a.seg.nrrd`` -> ``a``)."""
-    name = path.name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def pair_files(predictions: list[Path], references: list[Path]) -> list[tuple[str, Path, Path]]:

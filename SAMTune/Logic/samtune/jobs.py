@@ -294,9 +294,14 @@ def check_output_path(path: Path) -> None:
         raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
 
 
-def run_predict_job(job: PredictJob, *, emit: Emit) -> Path:
-    """Segment ``job.image`` and write ``job.out``; returns the output path."""
+def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bool] | None = None) -> Path:
+    """Segment ``job.image`` and write ``job.out``; returns the output path.
+
+    Raises:
+        CancelledError: ``should_stop`` said so (checked after every slice); ``job.out`` is not written.
+    """
     from samtune.data import IntensityConfig, SliceConfig, read_volume, resolve_axis, write_label
+    from samtune.errors import CancelledError
     from samtune.models import build_model, get_backbone, resolve_device
     from samtune.predict import (
         PredictConfig,
@@ -356,6 +361,8 @@ def run_predict_job(job: PredictJob, *, emit: Emit) -> Path:
     started = time.perf_counter()
 
     def progress(done: int, total: int, message: str = "") -> None:
+        if should_stop is not None and should_stop():
+            raise CancelledError(f"Segmentation was cancelled after {done} of {total} slices; nothing was written.")
         emit({"type": "progress", "stage": "predict", "step": done, "total": total, "message": message})
 
     label = predict_volume(model, image, config, prompts=prompts, progress=progress)

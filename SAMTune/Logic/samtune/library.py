@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from samtune.errors import OutputError, WeightsError
-from samtune.io.model_folder import MODEL_CARD, MODEL_WEIGHTS, read_model_card
+from samtune.io.model_card import MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from samtune.paths import user_dir
 
 #: Largest weights file an import accepts (a full ViT-H fine-tune is ~2.5 GB).

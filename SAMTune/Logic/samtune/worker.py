@@ -27,7 +27,7 @@ from samtune.jobs import PredictJob, TrainJob, load_job, run_predict_job, run_tr
 
 
 class StopFlag:
-    """Set by SIGTERM / SIGINT; polled by the trainer after every step."""
+    """Set by SIGTERM / SIGINT; polled by the trainer after every step and by prediction after every slice."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--job", type=Path, help="job file (JSON): kind train or predict")
     group.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the training run in RUN_DIR")
+    group.add_argument(
+        "--list-devices",
+        action="store_true",
+        help="report the devices this machine offers (CUDA with free memory, MPS, CPU) in a 'finished' event "
+        "and exit; the Slicer panel asks this way, so no CUDA context is ever created in Slicer's process",
+    )
     return parser
 
 
@@ -77,6 +83,11 @@ def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> i
     stop.install()
     job: TrainJob | PredictJob | None = None
     try:
+        if args.list_devices:
+            from samtune.models.device import describe_devices
+
+            emit({"type": "finished", "kind": "devices", "devices": describe_devices()})
+            return 0
         if args.resume is not None:
             from samtune.runs import RunFolder
 
@@ -91,15 +102,15 @@ def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> i
         if isinstance(job, TrainJob):
             run_train_job(job, emit=emit, resume=args.resume is not None, should_stop=stop)
         else:
-            run_predict_job(job, emit=emit)
+            run_predict_job(job, emit=emit, should_stop=stop)
         return 0
     except SAMTuneError as error:
         if error.kind == "cancelled":
             resume_dir = job.run_dir if isinstance(job, TrainJob) else ""
-            final: dict[str, Any] = {
-                "type": "cancelled", "message": str(error), "signal": stop.signal, "run_dir": resume_dir,
-                "resume": f"python -m samtune.worker --resume {resume_dir}",
-            }  # fmt: skip
+            final: dict[str, Any] = {"type": "cancelled", "message": str(error), "signal": stop.signal,
+                                     "run_dir": resume_dir}  # fmt: skip
+            if resume_dir:
+                final["resume"] = f"python -m samtune.worker --resume {resume_dir}"
         else:
             final = {"type": "error", "kind": error.kind, "message": str(error), "exit_code": EXIT_CODES[error.kind]}
         emit(final)

@@ -126,3 +126,10 @@ def normalize_intensity(array: np.ndarray, config: IntensityConfig | None = None
     if high <= low:
         return np.zeros_like(data, dtype=np.float32)
     return ((np.clip(data, low, high) - low) * (255.0 / (high - low))).astype(np.float32)
+
+
+class PixelNorm(StrEnum):
+    """How a backbone expects pixel values (a property of its pretraining)."""
+
+    SAM = "sam"  # (x - ImageNet mean) / std on 0..255 RGB
+    MINMAX = "minmax"  # per-image (x - min) / (max - min) to [0, 1] (MedSAM, LiteMedSAM)

@@ -14,12 +14,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from samtune.data.formats import IMAGE_SUFFIXES, PICTURE_SUFFIXES, WRITE_SUFFIXES
 from samtune.data.volume import Geometry, Volume, require_integer_labels
 from samtune.errors import DataError, LabelError, OutputError, UnsupportedImageError
-
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd", ".mha", ".mhd")
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha")
 
 #: ``Volume.metadata`` key holding ``{segment name: label value}`` as JSON.
 SEGMENT_NAMES_KEY = "segment_names"

@@ -9,31 +9,16 @@ to ``S x S``. ``SliceGrid`` remembers how, so that masks go back to the exact vo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from samtune.data.intensity import IntensityConfig, normalize_intensity
-from samtune.data.slicing import extract_slices, resolve_axis
+from samtune.data.intensity import normalize_intensity
+from samtune.data.slicing import SliceConfig, extract_slices, resolve_axis
 from samtune.data.transforms import PixelNorm, ResizeLongestSide, normalize_pixels
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
-
-
-@dataclass
-class SliceConfig:
-    """How to turn a volume into 2D model inputs.
-
-    Attributes:
-        axis: ``auto`` (largest spacing), ``k``, ``j``, ``i`` or a numpy axis 0/1/2.
-        intensity: Intensity normalisation.
-        two_and_half_d: Use slices ``s-1, s, s+1`` as the three channels (edges replicated).
-    """
-
-    axis: str | int = "auto"
-    intensity: IntensityConfig = field(default_factory=IntensityConfig)
-    two_and_half_d: bool = False
 
 
 def three_channels(slices: np.ndarray, indices: Sequence[int], *, two_and_half_d: bool) -> np.ndarray:

@@ -6,8 +6,11 @@ numpy axis 0 is ``k``, 1 is ``j``, 2 is ``i``; ITK spacing ``(sx, sy, sz)`` belo
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from samtune.data.intensity import IntensityConfig
 from samtune.data.volume import Volume
 from samtune.enums import StrEnum
 from samtune.errors import ConfigurationError
@@ -59,3 +62,18 @@ def slice_spacing(volume: Volume, axis: int) -> tuple[float, float]:
     by_axis = (volume.spacing[2], volume.spacing[1], volume.spacing[0])
     row_axis, col_axis = (a for a in (0, 1, 2) if a != axis)
     return by_axis[row_axis], by_axis[col_axis]
+
+
+@dataclass
+class SliceConfig:
+    """How to turn a volume into 2D model inputs.
+
+    Attributes:
+        axis: ``auto`` (largest spacing), ``k``, ``j``, ``i`` or a numpy axis 0/1/2.
+        intensity: Intensity normalisation.
+        two_and_half_d: Use slices ``s-1, s, s+1`` as the three channels (edges replicated).
+    """
+
+    axis: str | int = "auto"
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    two_and_half_d: bool = False

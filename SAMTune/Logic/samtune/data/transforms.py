@@ -12,18 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samtune.enums import StrEnum
+from samtune.data.intensity import PixelNorm
 from samtune.errors import ConfigurationError
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-class PixelNorm(StrEnum):
-    """How a backbone expects pixel values (a property of its pretraining)."""
-
-    SAM = "sam"  # (x - ImageNet mean) / std on 0..255 RGB
-    MINMAX = "minmax"  # per-image (x - min) / (max - min) to [0, 1] (MedSAM, LiteMedSAM)
 
 
 class ResizeLongestSide:

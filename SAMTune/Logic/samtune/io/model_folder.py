@@ -20,6 +20,7 @@ import torch
 
 import samtune
 from samtune.errors import OutputError, WeightsError
+from samtune.io.model_card import CARD_VERSION, MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from samtune.models import (
     build_model,
     build_tiny_model,
@@ -31,10 +32,6 @@ from samtune.models import (
 )
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import FineTuneConfig, apply_finetuning
-
-MODEL_CARD = "model_card.json"
-MODEL_WEIGHTS = "weights.safetensors"
-CARD_VERSION = 1
 
 
 def backbone_hash(name: str, weights: str | Path | None = None) -> str | None:
@@ -95,27 +92,6 @@ def save_trained_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
-
-
-def read_model_card(folder: str | Path) -> dict[str, Any]:
-    """The model card of a trained model folder.
-
-    Raises:
-        WeightsError: Not a SAMTune model folder, or an unreadable card.
-    """
-    folder = Path(folder).expanduser()
-    path = folder / MODEL_CARD
-    if not path.is_file():
-        raise WeightsError(
-            f"'{folder}' is not a SAMTune model folder (no {MODEL_CARD}). Pick the folder `samtune train` wrote."
-        )
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise WeightsError(f"The model card '{path}' is unreadable ({error}). The model folder is damaged.") from error
-    if card.get("format") != "samtune-model":
-        raise WeightsError(f"'{path}' is not a SAMTune model card.")
-    return card  # type: ignore[no-any-return]
 
 
 def load_trained_model(

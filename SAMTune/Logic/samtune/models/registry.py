@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from samtune.data.transforms import PixelNorm
+from samtune.data.intensity import PixelNorm
 from samtune.enums import StrEnum
 from samtune.errors import unknown_name
 

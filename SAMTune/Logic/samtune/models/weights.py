@@ -15,12 +15,14 @@ import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from samtune.errors import WeightsError
 from samtune.models.registry import BackboneSpec
 from samtune.paths import user_dir
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded, so listing backbones needs none
+    import torch
 
 #: ``progress(bytes_done, bytes_total_or_None)`` during a download.
 DownloadProgress = Callable[[int, "int | None"], None]
@@ -78,8 +80,15 @@ def locate_weights(spec: BackboneSpec, *, path: str | Path | None = None) -> Pat
 
 
 def weights_status(spec: BackboneSpec) -> tuple[bool, Path | None, bool | None]:
-    """``(present, path, verified)`` for listings; ``verified`` is ``None`` when not checked."""
-    path = locate_weights(spec)
+    """``(present, path, verified)`` for listings; ``verified`` is ``None`` when not checked.
+
+    Never hashes (listing must be instant) and never fails: bundled weights whose package is not
+    installed yet (before Slicer's first-use installation) count as absent.
+    """
+    try:
+        path = locate_weights(spec)
+    except ImportError:
+        return False, None, None
     if path is None or not path.is_file():
         return False, None, None
     return True, path, None
@@ -167,6 +176,8 @@ def download_weights(
 
 
 def _unwrap(state: object, path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             inner = state.get(key)
@@ -187,6 +198,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         WeightsError: Missing, truncated, corrupt, unsafe (pickled code) or not a state dict; the
             message names the file and says what to do.
     """
+    import torch
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"Weights file '{path}' does not exist. Check the path, or run `samtune models`.")

@@ -5,43 +5,25 @@ Every method follows one wrapper contract (:class:`PeftWrapper`): the original l
 parameters form an adapter-only state dict. LoRA wrappers also merge and unmerge.
 """
 
-from samtune.peft.adapter import AdapterConfig, inject_adapters
-from samtune.peft.apply import FineTuneConfig, Method, Scope, apply_finetuning, trainable_parameter_count
-from samtune.peft.base import (
-    InjectionReport,
-    PeftWrapper,
-    adapter_state_dict,
-    merge_adapters,
-    peft_wrappers,
-    set_adapters_enabled,
-    unmerge_adapters,
-)
-from samtune.peft.conv_lora import ConvLoRAConfig, balance_loss, inject_conv_lora
-from samtune.peft.lora import LoRAConfig, inject_lora
-from samtune.peft.prompt import LearnedPrompt, LearnedPromptConfig, attach_learned_prompt, prompt_parameters
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "AdapterConfig",
-    "ConvLoRAConfig",
-    "FineTuneConfig",
-    "InjectionReport",
-    "LearnedPrompt",
-    "LearnedPromptConfig",
-    "LoRAConfig",
-    "Method",
-    "PeftWrapper",
-    "Scope",
-    "adapter_state_dict",
-    "apply_finetuning",
-    "attach_learned_prompt",
-    "balance_loss",
-    "inject_adapters",
-    "inject_conv_lora",
-    "inject_lora",
-    "merge_adapters",
-    "peft_wrappers",
-    "prompt_parameters",
-    "set_adapters_enabled",
-    "trainable_parameter_count",
-    "unmerge_adapters",
-]
+from samtune._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from samtune.peft.adapter import AdapterConfig, inject_adapters
+    from samtune.peft.apply import apply_finetuning, trainable_parameter_count
+    from samtune.peft.base import (
+        InjectionReport,
+        PeftWrapper,
+        adapter_state_dict,
+        merge_adapters,
+        peft_wrappers,
+        set_adapters_enabled,
+        unmerge_adapters,
+    )
+    from samtune.peft.config import FineTuneConfig, LearnedPromptConfig, Method, Scope
+    from samtune.peft.conv_lora import ConvLoRAConfig, balance_loss, inject_conv_lora
+    from samtune.peft.lora import LoRAConfig, inject_lora
+    from samtune.peft.prompt import LearnedPrompt, attach_learned_prompt, prompt_parameters
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -11,37 +11,15 @@ model and used whenever the model is asked for a mask without a user prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from samtune.errors import ConfigurationError
+from samtune.peft.config import LearnedPromptConfig
 
 #: Prefix of the learned prompt's parameter names inside a model.
 PROMPT_PREFIX = "learned_prompt."
-
-
-@dataclass
-class LearnedPromptConfig:
-    """Whether a model learns its automatic-mode prompt, and its shape.
-
-    Attributes:
-        enabled: Attach a learnable prompt (BLO-SAM presets turn it on).
-        sparse_tokens: Learnable sparse tokens besides the dense embedding (0 = dense only, as the
-            BLO-SAM reference code).
-    """
-
-    enabled: bool = False
-    sparse_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise ConfigurationError(f"learned_prompt.enabled must be true or false, got {self.enabled!r}.")
-        if int(self.sparse_tokens) < 0 or int(self.sparse_tokens) > 16:
-            raise ConfigurationError(f"learned_prompt.sparse_tokens must be 0..16, got {self.sparse_tokens}.")
-        self.sparse_tokens = int(self.sparse_tokens)
 
 
 class LearnedPrompt(nn.Module):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -274,4 +274,72 @@ class PredictorSession:
         return results
 
 
-__all__ = ["DEFAULT_CACHE_BYTES", "PredictorSession"]
+class SessionPool:
+    """The sessions of one model on one volume, one per slicing axis, kept across uses.
+
+    The Segment Editor effect asks for a session on every click. The pool keeps the model loaded
+    and the embeddings cached as long as the model and the volume's content are the same: a click
+    in another view adds a session for that axis (embeddings are cached per ``(axis, slice)``), a
+    threshold change only changes the session's threshold, and only a new model or a changed
+    volume closes the sessions.
+
+    Args:
+        cache_bytes: Embedding-cache bound of each session.
+        runtime: Image-encoder runtime of each session.
+    """
+
+    def __init__(self, *, cache_bytes: int = DEFAULT_CACHE_BYTES, runtime: str = "auto") -> None:
+        self.cache_bytes = int(cache_bytes)
+        self.runtime = runtime
+        self._key: tuple[Hashable, Hashable] | None = None
+        self._model: SamModel | None = None
+        self._volume: Volume | None = None
+        self._sessions: dict[int, PredictorSession] = {}
+
+    def get(
+        self,
+        model_key: Hashable,
+        load_model: Callable[[], SamModel],
+        volume_key: Hashable,
+        load_volume: Callable[[], Volume],
+        *,
+        axis: int,
+        threshold: float = 0.5,
+    ) -> PredictorSession:
+        """The session for ``axis``; ``load_model`` / ``load_volume`` run only when their key changed."""
+        if not 0.0 < threshold < 1.0:
+            raise ConfigurationError(f"threshold must be strictly between 0 and 1, got {threshold}.")
+        if self._key is None or self._key[0] != model_key:
+            self.close()
+            self._model = load_model().eval()
+        elif self._key[1] != volume_key:
+            self._close_sessions()
+        if self._volume is None or self._key is None or self._key[1] != volume_key:
+            self._volume = load_volume()
+        self._key = (model_key, volume_key)
+        session = self._sessions.get(axis)
+        if session is None:
+            assert self._model is not None
+            session = PredictorSession(self._model, self._volume, axis=axis, cache_bytes=self.cache_bytes,
+                                       threshold=threshold, runtime=self.runtime)  # fmt: skip
+            self._sessions[session.axis] = session
+        session.threshold = float(threshold)
+        return session
+
+    @property
+    def model_key(self) -> Hashable | None:
+        return None if self._key is None else self._key[0]
+
+    def _close_sessions(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+        self._volume = None
+
+    def close(self) -> None:
+        """Close every session and drop the model."""
+        self._close_sessions()
+        self._model, self._key = None, None
+
+
+__all__ = ["DEFAULT_CACHE_BYTES", "PredictorSession", "SessionPool"]

@@ -8,48 +8,11 @@ histogram equalisation) touch the image only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from samtune.errors import ConfigurationError
-
-
-@dataclass
-class AugmentConfig:
-    """Augmentation probabilities and ranges (finetune-SAM's set, milder defaults for small data).
-
-    Attributes:
-        enabled: Master switch.
-        flip: Probability of a horizontal flip, and separately of a vertical flip.
-        rotate_degrees: Maximum absolute rotation.
-        rotate_p: Probability of a rotation.
-        zoom: ``(min, max)`` scale of the random resized crop (1 = none).
-        zoom_p: Probability of a zoom.
-        intensity: Maximum relative brightness/contrast change.
-        intensity_p: Probability of an intensity jitter.
-        equalize_p: Probability of histogram equalisation.
-    """
-
-    enabled: bool = True
-    flip: float = 0.5
-    rotate_degrees: float = 15.0
-    rotate_p: float = 0.5
-    zoom: tuple[float, float] = (0.8, 1.2)
-    zoom_p: float = 0.5
-    intensity: float = 0.1
-    intensity_p: float = 0.5
-    equalize_p: float = 0.1
-
-    def __post_init__(self) -> None:
-        self.zoom = (float(self.zoom[0]), float(self.zoom[1]))
-        for name in ("flip", "rotate_p", "zoom_p", "intensity_p", "equalize_p"):
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
-                raise ConfigurationError(f"augment.{name} is a probability in [0, 1], got {value}.")
-        if not 0 < self.zoom[0] <= self.zoom[1]:
-            raise ConfigurationError(f"augment.zoom must be (min, max) with 0 < min <= max, got {self.zoom}.")
+from samtune.train.config import AugmentConfig
 
 
 def _equalize(image: torch.Tensor) -> torch.Tensor:

@@ -5,15 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from samtune.enums import StrEnum
-
-
-class LossKind(StrEnum):
-    """Which training loss."""
-
-    DICE_CE = "dice_ce"  # weighted soft Dice + BCE (finetune-SAM 1:1, BLO-SAM 0.8:0.2)
-    STRUCTURE = "structure"  # boundary-weighted BCE + weighted IoU (Conv-LoRA's reference loss)
-
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, eps: float = 1.0) -> torch.Tensor:
     """``1 - Dice`` of sigmoid(logits) vs a binary target, per item, averaged.

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from samtune.data.io import IMAGE_SUFFIXES, read_label, read_volume
+from samtune.data.formats import IMAGE_SUFFIXES, case_name
 from samtune.errors import DataError, SAMTuneError
-from samtune.train.data import TrainingCase
+
+if TYPE_CHECKING:  # reading images needs SimpleITK and training cases need torch; listing files needs neither
+    from samtune.train.data import TrainingCase
 
 _CASE_KEYS = {"id", "image", "label", "structures", "fully_labelled", "empty_slices", "split"}
 
@@ -87,8 +89,6 @@ def build_manifest(
     Raises:
         DataError: A missing folder, an image without a label, a label without an image (all listed).
     """
-    from samtune.evaluate import case_name
-
     images, labels = Path(images).expanduser(), Path(labels).expanduser()
     problems = [f"folder '{f}' does not exist" for f in (images, labels) if not f.is_dir()]
     if problems:
@@ -123,8 +123,6 @@ def label_file_for(image: str | Path) -> Path | None:
     ``heart.nii.gz`` finds ``heart_label.nii.gz``, ``heart-seg.nrrd``, ``heart.seg.nrrd`` and so on
     (never the image itself).
     """
-    from samtune.evaluate import case_name
-
     image = Path(image).expanduser()
     name = case_name(image)
     siblings: dict[str, Path] = {}
@@ -140,6 +138,8 @@ def validate_manifest(path: str | Path) -> list[str]:
     """Every problem of a manifest: its structure, missing files, unreadable images and labels,
     label grids that differ from their image's, structures whose value is absent. Empty when fine.
     """
+    from samtune.data.io import read_label, read_volume
+
     try:
         entries, problems = _entries(path)
     except DataError as error:
@@ -170,6 +170,9 @@ def cases_from_manifest(path: str | Path, *, structure: str | None = None) -> li
         DataError: Unreadable images, geometry mismatches, or an unknown/ambiguous structure (all
             problems listed together).
     """
+    from samtune.data.io import read_label, read_volume
+    from samtune.train.data import TrainingCase
+
     entries = read_manifest(path)
     names = sorted({s for e in entries for s in e["structures"]})
     if structure is None:

@@ -24,10 +24,10 @@ from samtune.peft.conv_lora import balance_loss
 from samtune.peft.prompt import prompt_parameters
 from samtune.train.augment import augment_batch
 from samtune.train.cache import EmbeddingCache
-from samtune.train.config import TrainConfig
+from samtune.train.config import LossKind, TrainConfig
 from samtune.train.data import SliceSamples
 from samtune.train.distributed import DistributedContext, check_batch
-from samtune.train.losses import LossKind, dice_ce_loss, structure_loss
+from samtune.train.losses import dice_ce_loss, structure_loss
 from samtune.train.prompts import simulate_prompts
 from samtune.train.schedule import make_scheduler
 

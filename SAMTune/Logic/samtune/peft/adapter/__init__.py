@@ -1,7 +1,12 @@
 """Adapter (Houlsby / Med-SA layout): bottlenecks after attention and beside the MLP."""
 
-from samtune.peft.adapter.config import AdapterConfig
-from samtune.peft.adapter.inject import inject_adapters
-from samtune.peft.adapter.layer import Bottleneck, ParallelAdapter, SerialAdapter
+from typing import TYPE_CHECKING
 
-__all__ = ["AdapterConfig", "Bottleneck", "ParallelAdapter", "SerialAdapter", "inject_adapters"]
+from samtune._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from samtune.peft.adapter.config import AdapterConfig
+    from samtune.peft.adapter.inject import inject_adapters
+    from samtune.peft.adapter.layer import Bottleneck, ParallelAdapter, SerialAdapter
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

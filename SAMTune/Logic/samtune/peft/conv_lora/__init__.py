@@ -1,7 +1,12 @@
 """Conv-LoRA: convolution experts with a noisy top-1 router inside a LoRA bottleneck."""
 
-from samtune.peft.conv_lora.config import ConvLoRAConfig
-from samtune.peft.conv_lora.inject import balance_loss, inject_conv_lora
-from samtune.peft.conv_lora.layer import ConvExpert, ConvLoRAQKV
+from typing import TYPE_CHECKING
 
-__all__ = ["ConvExpert", "ConvLoRAConfig", "ConvLoRAQKV", "balance_loss", "inject_conv_lora"]
+from samtune._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from samtune.peft.conv_lora.config import ConvLoRAConfig
+    from samtune.peft.conv_lora.inject import balance_loss, inject_conv_lora
+    from samtune.peft.conv_lora.layer import ConvExpert, ConvLoRAQKV
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

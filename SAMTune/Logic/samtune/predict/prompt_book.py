@@ -1,0 +1,84 @@
+"""Prompts kept per slice: points and a box for each ``(axis, slice)`` a user clicked on.
+
+The Segment Editor effect records every click in voxel coordinates; a box drawn on one slice must
+not pin the clicks on other slices to it, and a click in a sagittal view belongs to a sagittal
+slice. :class:`PromptBook` keeps them apart: each ``(axis, slice)`` has its own points and at most
+one box, and asking for a slice's prompts returns only that slice's.
+
+Coordinates: continuous voxel ``(i, j, k)``; ``axis`` is the numpy slicing axis (0 = ``k``,
+1 = ``j``, 2 = ``i``), so the slice index of a voxel is its component ``2 - axis``, rounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from samtune.errors import ConfigurationError
+
+Point = tuple[float, float, float]
+
+
+@dataclass
+class SlicePrompts:
+    """What the user put on one slice: points with labels (1 inside, 0 outside) and an optional box."""
+
+    points: list[Point] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float, float, float] | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.points and self.box is None
+
+
+def slice_of(ijk: Sequence[float], axis: int) -> int:
+    """The slice index along numpy ``axis`` of voxel position ``ijk``."""
+    if axis not in (0, 1, 2):
+        raise ConfigurationError(f"axis must be a numpy axis 0, 1 or 2, got {axis!r}.")
+    return int(round(float(ijk[2 - axis])))
+
+
+class PromptBook:
+    """Points and boxes per ``(axis, slice)``."""
+
+    def __init__(self) -> None:
+        self._slices: dict[tuple[int, int], SlicePrompts] = {}
+
+    def add_point(self, ijk: Sequence[float], label: int, *, axis: int) -> tuple[int, int]:
+        """Record a point; returns its ``(axis, slice)`` key."""
+        if label not in (0, 1):
+            raise ConfigurationError(f"A point's label is 1 (inside) or 0 (outside), got {label!r}.")
+        key = (axis, slice_of(ijk, axis))
+        entry = self._slices.setdefault(key, SlicePrompts())
+        entry.points.append((float(ijk[0]), float(ijk[1]), float(ijk[2])))
+        entry.labels.append(int(label))
+        return key
+
+    def set_box(self, corner: Sequence[float], other: Sequence[float], *, axis: int) -> tuple[int, int]:
+        """Record the box spanned by two corners on one slice (the second corner's slice; replaces its box)."""
+        index = slice_of(other, axis)
+        low, high = [float(v) for v in corner], [float(v) for v in other]
+        low[2 - axis] = high[2 - axis] = float(index)  # a drag that ends a slice away stays on one slice
+        key = (axis, index)
+        self._slices.setdefault(key, SlicePrompts()).box = (*low, *high)  # type: ignore[assignment]
+        return key
+
+    def prompts(self, axis: int, index: int) -> SlicePrompts:
+        """The prompts of one slice (empty when it has none)."""
+        return self._slices.get((axis, int(index)), SlicePrompts())
+
+    def clear(self, axis: int | None = None, index: int | None = None) -> None:
+        """Forget everything, or one slice's prompts."""
+        if axis is None:
+            self._slices.clear()
+        else:
+            self._slices.pop((axis, int(index if index is not None else -1)), None)
+
+    @property
+    def slices(self) -> list[tuple[int, int]]:
+        """The ``(axis, slice)`` keys that hold prompts."""
+        return [key for key, entry in self._slices.items() if not entry.is_empty]
+
+
+__all__ = ["PromptBook", "SlicePrompts", "slice_of"]
