@@ -4,6 +4,7 @@ import os
 
 import slicer
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
 
 
@@ -11,7 +12,7 @@ class SegmentEditorSAMAuto(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("SAM auto effect")
-        self.parent.categories = ["Segmentation"]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = ["Segmentations", "SAMTune"]
         self.parent.contributors = ["SAMTune developers"]
         self.parent.hidden = True

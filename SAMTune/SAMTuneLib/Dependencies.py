@@ -3,7 +3,13 @@
 Checking is pure Python (``importlib.metadata``) and tested in CI. Installing runs only in Slicer,
 only after the user agreed, on the main thread: torch (with a matching torchvision) through the
 PyTorch extension's ``PyTorchUtils`` (it picks the CUDA build that matches the driver), everything
-else with ``slicer.util.pip_install``. Packages Slicer bundles (numpy, SimpleITK) are never touched.
+else with ``slicer.util.pip_install`` under a constraints file that pins the numpy and SimpleITK
+Slicer ships, so nothing SAMTune installs can upgrade them.
+
+The panel and the effect open before any of this is installed: every module they import while
+opening is in :data:`SETUP_MODULES` and imports without torch or SimpleITK (a test imports each
+with those blocked); modules in :data:`AFTER_INSTALL_MODULES` are imported only behind the install
+prompt (first Train, Segment, click or Preview).
 """
 
 from __future__ import annotations
@@ -27,6 +33,51 @@ PIP_REQUIREMENTS = {
     "onnxruntime": "1.17",
     "onnx": "1.15",
 }
+
+
+#: Packages Slicer bundles: pinned to the installed version while installing anything else.
+SLICER_BUNDLED = ("numpy", "SimpleITK")
+
+#: Modules the Slicer layer imports while the panel and the effect open (no torch, no SimpleITK).
+SETUP_MODULES = (
+    "samtune",
+    "samtune.client",
+    "samtune.data.formats",
+    "samtune.data.labels",
+    "samtune.data.slicing",
+    "samtune.data.volume",
+    "samtune.io.model_card",
+    "samtune.library",
+    "samtune.models.registry",
+    "samtune.models.weights",
+    "samtune.predict.prompt_book",
+    "samtune.runs",
+    "samtune.train.manifest",
+    "samtune.train.presets",
+    "SAMTuneLib",
+    "SAMTuneLib.Dependencies",
+    "SAMTuneLib.Geometry",
+    "SAMTuneLib.Jobs",
+    "SAMTuneLib.Segments",
+    "SAMTuneLib.TrainingData",
+)
+#: Panel sections and the self-test: Qt code that exists only inside Slicer, imported when the module loads;
+#: at module level they import nothing of the core (what they use at set-up is in SETUP_MODULES).
+GUI_MODULES = (
+    "SAMTuneLib.LibraryPanel",
+    "SAMTuneLib.Progress",
+    "SAMTuneLib.SelfTest",
+    "SAMTuneLib.StrategyPanel",
+    "SAMTuneLib.TrainingDataPanel",
+)
+#: Modules imported only after the install prompt (they need torch or SimpleITK).
+AFTER_INSTALL_MODULES = (
+    "samtune.data",
+    "samtune.data.io",
+    "samtune.io.model_folder",
+    "samtune.models",
+    "samtune.predict.session",
+)
 
 
 @dataclass(frozen=True)
@@ -82,11 +133,28 @@ def restartNeeded(missing: list[Requirement]) -> bool:
     return any(r.installed is not None and r.name.replace("-", "_") in imported for r in missing)
 
 
+def bundledConstraints() -> str:
+    """``pip`` constraints pinning the packages Slicer bundles at their installed versions."""
+    lines = [f"{name}=={version}" for name in SLICER_BUNDLED if (version := installedVersion(name)) is not None]
+    return "".join(line + "\n" for line in lines)
+
+
+def pipArguments(missing: list[Requirement], constraintsFile: str) -> list[str]:
+    """What ``slicer.util.pip_install`` receives: the constraints option, then the requirements.
+
+    ``pip_install`` passes a list to ``pip install`` as it is (Slicer 5.4 to 5.12), so the
+    constraints ride along as an ordinary option.
+    """
+    return ["-c", constraintsFile, *(r.specifier for r in missing if r.name not in TORCH_REQUIREMENTS)]
+
+
 def installRequirements(missing: list[Requirement]) -> bool:
     """Install ``missing`` in Slicer's Python (call after the user agreed; main thread only).
 
+    PyTorch is installed without a second confirmation (SAMTune's own prompt listed it).
+
     Returns:
-        ``False`` when the user declined PyTorch's own confirmation.
+        ``False`` when PyTorch could not be installed.
 
     Raises:
         RuntimeError: The PyTorch extension is not installed.
@@ -103,13 +171,21 @@ def installRequirements(missing: list[Requirement]) -> bool:
                 "Slicer, and try again."
             ) from error
         torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=True,
+            askConfirmation=False,  # the user already agreed to SAMTune's list, which names PyTorch
             torchVersionRequirement=f">={TORCH_REQUIREMENTS['torch']}",
             torchvisionVersionRequirement=f">={TORCH_REQUIREMENTS['torchvision']}",
         )
         if torch is None:
             return False
-    others = [r.specifier for r in missing if r.name not in TORCH_REQUIREMENTS]
-    if others:
-        slicer.util.pip_install(others)
+    if any(r.name not in TORCH_REQUIREMENTS for r in missing):
+        import os
+        import tempfile
+
+        handle, constraints = tempfile.mkstemp(prefix="samtune-constraints-", suffix=".txt")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(bundledConstraints())
+            slicer.util.pip_install(pipArguments(missing, constraints))
+        finally:
+            os.unlink(constraints)
     return True

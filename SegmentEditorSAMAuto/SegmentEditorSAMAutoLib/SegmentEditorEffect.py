@@ -1,10 +1,17 @@
 """The "SAM auto" Segment Editor effect: automatic and prompted SAM prediction with base or fine-tuned models.
 
-Interactive work (one slice) runs in Slicer's process with a :class:`samtune.predict.session.PredictorSession`
-that keeps the model loaded and caches slice embeddings, so after the first click on a slice each
-further click only runs the prompt encoder and mask decoder. Whole-volume and range runs go to the
-background worker through the SAMTune module's logic. Results are shown in a preview segmentation
-and written into the selected segment only by Apply, after ``saveStateForUndo()``.
+Interactive work (one slice) runs in Slicer's process through a
+:class:`samtune.predict.session.SessionPool`: the model stays loaded and slice embeddings stay cached
+per ``(axis, slice)`` across clicks, views, threshold changes and re-activations of the effect, until
+the model or the volume changes. Prompts are kept per slice (:class:`samtune.predict.prompt_book.PromptBook`),
+and a click segments the slice of the view it was made in (axial, sagittal, coronal, or an oblique
+view aligned with the volume's axes). Range and whole-volume runs go to the background worker
+through the SAMTune module's job runner; each run writes into a freshly cleared preview node.
+Results are written into the selected segment only by Apply, after ``saveStateForUndo()``, through
+the editor's own modifier labelmap (resampled onto the segmentation's geometry).
+
+Nothing here imports PyTorch before the user acts: the options open and list models without it,
+and the first click or Preview offers the installation.
 """
 
 import os
@@ -20,6 +27,8 @@ from slicer.i18n import tr as _
 DRAG_PIXELS = 5
 #: Sampling step of the optional slice search for whole-volume runs (samtune PredictConfig.slice_search).
 SLICE_SEARCH_STEP = 4
+#: Name of the segment in the preview node.
+PREVIEW_SEGMENT = "SAM auto preview"
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -32,17 +41,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.ui = None
-        self.session = None
-        self.sessionKey = None
-        self.points = []  # (ijk, label)
-        self.box = None
+        self.pool = None
+        self.prompts = None
         self.pressXy = None
+        self.lastView = None
         self.previewNode = None
         self.previewMask = None
         self.job = None
-        self.timer = qt.QTimer()
-        self.timer.setInterval(200)
-        self.timer.timeout.connect(self.onPoll)
+        self._connections = []
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -60,8 +66,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "<b>Automatic</b>: press Preview (current slice at once; a slice range or the whole volume in the "
             "background), then Apply. Needs a model fine-tuned for this structure.<br>"
             "<b>Prompted</b>: left click inside the structure, Shift+click or right click outside it, drag for a "
-            "box; the mask on that slice updates after each click. Apply writes it into the selected segment "
-            "(Ctrl+Z undoes).</html>"
+            "box, in any slice view; the mask on that slice updates after each click. Prompts stay with their "
+            "slice. Apply writes the preview into the selected segment (Ctrl+Z undoes).</html>"
         )
 
     # -- options -------------------------------------------------------------------------------
@@ -77,64 +83,75 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.ui.axisComboBox.addItem(label, value)
         for label, value in ((_("Add"), "add"), (_("Replace"), "replace"), (_("Intersect"), "intersect")):
             self.ui.writeModeComboBox.addItem(label, value)
-        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
-        self.ui.modeComboBox.currentIndexChanged.connect(self.updateGui)
-        self.ui.rangeComboBox.currentIndexChanged.connect(self.updateGui)
-        self.ui.axisComboBox.currentIndexChanged.connect(self.resetSession)
-        self.ui.thresholdSpinBox.valueChanged.connect(self.resetSession)
-        self.ui.previewButton.clicked.connect(self.onPreview)
-        self.ui.clearPromptsButton.clicked.connect(self.onClearPrompts)
-        self.ui.cancelButton.clicked.connect(self.onCancel)
-        self.ui.applyButton.clicked.connect(self.onApply)
+        for signal, slot in (
+            (self.ui.modelComboBox.currentIndexChanged, self.onModelChanged),
+            (self.ui.modeComboBox.currentIndexChanged, self.updateGui),
+            (self.ui.rangeComboBox.currentIndexChanged, self.updateGui),
+            (self.ui.previewButton.clicked, self.onPreview),
+            (self.ui.clearPromptsButton.clicked, self.onClearPrompts),
+            (self.ui.cancelButton.clicked, self.onCancel),
+            (self.ui.applyButton.clicked, self.onApply),
+        ):
+            signal.connect(slot)
+            self._connections.append((signal, slot))
         self.refreshModels()
         self.updateGui()
 
     def refreshModels(self):
-        self.ui.modelComboBox.clear()
-        for name in ("litemedsam", "sam_vit_b", "medsam_vit_b"):
-            self.ui.modelComboBox.addItem(_("{name} (base, prompted)").format(name=name), name)
-        for entry in self.samtuneLogic().library().models():
-            self.ui.modelComboBox.addItem(entry.name, str(entry.path))
+        """Base backbones from the registry and the library's models; the user's choice is kept."""
+        from samtune.models.registry import list_backbones
+
+        combo = self.ui.modelComboBox
+        current = combo.currentData
+        combo.blockSignals(True)
+        try:
+            combo.clear()
+            for spec in list_backbones():
+                combo.addItem(_("{name} (base, prompted)").format(name=spec.name), spec.name)
+            for entry in self.samtuneLogic().library().models():
+                combo.addItem(_("{name} ({structure})").format(name=entry.name, structure=entry.structures[0]),
+                              str(entry.path))  # fmt: skip
+            index = combo.findData(current) if current else -1
+            combo.currentIndex = max(index, 0)
+        finally:
+            combo.blockSignals(False)
+        if combo.currentData != current:
+            self.onModelChanged()
 
     def samtuneLogic(self):
         return slicer.util.getModuleLogic("SAMTune")
 
     def onModelChanged(self, *_args):
-        model = self.ui.modelComboBox.currentData or ""
-        fineTuned = os.path.isdir(model)
-        self.ui.structureComboBox.clear()
-        if fineTuned:
-            from samtune.io.model_folder import read_model_card
-
-            self.ui.structureComboBox.addItem(read_model_card(model).get("structure", "structure"))
+        fineTuned = os.path.isdir(self.ui.modelComboBox.currentData or "")
         self.ui.modeComboBox.currentIndex = 0 if fineTuned else 1
-        self.resetSession()
+        self.onClearPrompts()
 
     def updateGui(self, *_args):
         automatic = self.ui.modeComboBox.currentData == "automatic"
+        extent = self.ui.rangeComboBox.currentData
         self.ui.rangeComboBox.enabled = automatic
-        self.ui.rangeWidget.enabled = automatic and self.ui.rangeComboBox.currentData == "range"
+        self.ui.rangeWidget.enabled = automatic and extent == "range"
         self.ui.propagateCheckBox.enabled = not automatic
-        self.ui.sliceSearchCheckBox.enabled = automatic and self.ui.rangeComboBox.currentData == "volume"
-        self.ui.structureComboBox.enabled = self.ui.structureComboBox.count > 1
+        self.ui.sliceSearchCheckBox.enabled = automatic and extent == "volume"
         running = self.job is not None and not self.job.state.done
         self.ui.cancelButton.enabled = running
         self.ui.previewButton.enabled = not running
         self.ui.applyButton.enabled = self.previewMask is not None and not running
 
     def activate(self):
-        self.refreshModels()
+        self.refreshModels()  # models trained since; the choice, the session and its embeddings stay
 
     def deactivate(self):
-        self.onClearPrompts()
         self.onCancel()
 
     def cleanup(self):
-        self.timer.stop()
+        for signal, slot in self._connections:
+            signal.disconnect(slot)
+        self._connections = []
         self.onCancel()
-        if self.session is not None:
-            self.session.close()
-        self.session = None
+        if self.pool is not None:
+            self.pool.close()
+        self.pool = None
 
     # -- model and session ------------------------------------------------------------------------
     def sourceVolume(self):
@@ -142,38 +159,67 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         getter = getattr(parameterSetNode, "GetSourceVolumeNode", None) or parameterSetNode.GetMasterVolumeNode
         return getter()
 
-    def resetSession(self, *_args):
-        if self.session is not None:
-            self.session.close()
-        self.session, self.sessionKey = None, None
+    def ensureDependencies(self):
+        logic = self.samtuneLogic()
+        if logic.dependenciesReady():
+            return True
+        widget = slicer.util.getModuleWidget("SAMTune")
+        return bool(widget.ensureDependencies())  # asks, installs, says when Slicer must restart
 
-    def getSession(self):
-        """The predictor session for the current model, volume, axis and threshold (built on first use)."""
+    def getSession(self, axis):
+        """The predictor session for the current model and volume along numpy ``axis`` (built on first use)."""
+        from SAMTuneLib.Geometry import volumeToCore
+
+        from samtune.predict.session import SessionPool
+
         volumeNode = self.sourceVolume()
         model = self.ui.modelComboBox.currentData
-        key = (model, volumeNode.GetID(), volumeNode.GetMTime(), self.ui.axisComboBox.currentData,
-               self.ui.thresholdSpinBox.value)  # fmt: skip
-        if self.session is None or self.sessionKey != key:
-            if not self.samtuneLogic().dependenciesReady():
-                raise RuntimeError(_("Open the SAMTune module once and install its packages first."))
-            from SAMTuneLib.MRMLBridge import volumeToCore
 
+        def loadModel():
             from samtune.io.model_folder import load_trained_model
             from samtune.models import build_model
-            from samtune.predict.session import PredictorSession
 
-            net = load_trained_model(model)[0] if os.path.isdir(model) else build_model(model)
-            self.resetSession()
-            self.session = PredictorSession(net.eval(), volumeToCore(volumeNode), axis=self.ui.axisComboBox.currentData,
-                                            threshold=self.ui.thresholdSpinBox.value)  # fmt: skip
-            self.sessionKey = key
-        return self.session
+            return load_trained_model(model)[0] if os.path.isdir(model) else build_model(model)
+
+        if self.pool is None:
+            self.pool = SessionPool()
+        volumeKey = (volumeNode.GetID(), volumeNode.GetImageData().GetMTime())
+        return self.pool.get(model, loadModel, volumeKey, lambda: volumeToCore(volumeNode), axis=axis,
+                             threshold=self.ui.thresholdSpinBox.value)  # fmt: skip
+
+    # -- views -----------------------------------------------------------------------------------
+    def viewAxis(self, viewWidget):
+        """The volume's numpy axis the slice view cuts across."""
+        from SAMTuneLib.Geometry import sliceAxisOfView
+
+        return sliceAxisOfView(self.sourceVolume(), viewWidget.mrmlSliceNode().GetSliceToRAS())
+
+    def currentView(self):
+        """The slice view the user worked in last, else the first one shown in the layout."""
+        if self.lastView is not None and self.lastView.isVisible():
+            return self.lastView
+        layoutManager = slicer.app.layoutManager()
+        for name in layoutManager.sliceViewNames():
+            widget = layoutManager.sliceWidget(name)
+            if widget is not None and widget.isVisible():
+                return widget
+        raise RuntimeError(_("Show a slice view of the volume to segment its current slice."))
+
+    def currentSlice(self, viewWidget, axis):
+        from SAMTuneLib.Geometry import sliceIndexAt
+
+        sliceToRas = viewWidget.mrmlSliceNode().GetSliceToRAS()
+        center = [sliceToRas.GetElement(r, 3) for r in range(3)]
+        return sliceIndexAt(self.sourceVolume(), center, axis)
 
     # -- interaction ---------------------------------------------------------------------------
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
-        if self.ui is None or self.ui.modeComboBox.currentData != "prompted":
+        if self.ui is None or viewWidget.className() != "qMRMLSliceWidget" or self.sourceVolume() is None:
             return False
-        if viewWidget.className() != "qMRMLSliceWidget" or self.sourceVolume() is None:
+        if eventId in (vtk.vtkCommand.MouseMoveEvent, vtk.vtkCommand.EnterEvent):
+            self.lastView = viewWidget  # "the current slice" is the one in the view the user works in
+            return False
+        if self.ui.modeComboBox.currentData != "prompted":
             return False
         xy = callerInteractor.GetEventPosition()
         if eventId == vtk.vtkCommand.LeftButtonPressEvent:
@@ -182,40 +228,40 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if eventId == vtk.vtkCommand.LeftButtonReleaseEvent and self.pressXy is not None:
             start, self.pressXy = self.pressXy, None
             if abs(xy[0] - start[0]) + abs(xy[1] - start[1]) > DRAG_PIXELS:
-                self.box = (self.xyToIjkContinuous(start, viewWidget), self.xyToIjkContinuous(xy, viewWidget))
+                self.addPrompt(viewWidget, box=(start, xy))
             else:
-                label = 0 if callerInteractor.GetShiftKey() else 1
-                self.points.append((self.xyToIjkContinuous(xy, viewWidget), label))
-            self.runPrompted()
+                self.addPrompt(viewWidget, point=xy, label=0 if callerInteractor.GetShiftKey() else 1)
             return True
         if eventId == vtk.vtkCommand.RightButtonPressEvent:
-            self.points.append((self.xyToIjkContinuous(xy, viewWidget), 0))
-            self.runPrompted()
+            self.addPrompt(viewWidget, point=xy, label=0)
             return True
         return False
 
     def xyToIjkContinuous(self, xy, viewWidget):
         """Slice-view pixel -> world RAS -> the source volume's continuous IJK (transforms included)."""
-        from SAMTuneLib.MRMLBridge import rasToIjk
+        from SAMTuneLib.Geometry import rasToIjk
 
         return rasToIjk(self.sourceVolume(), self.xyToRas(xy, viewWidget))
 
-    def runPrompted(self):
+    def addPrompt(self, viewWidget, point=None, label=1, box=None):
+        from samtune.predict.prompt_book import PromptBook
+
+        if not self.ensureDependencies():
+            return
+        if self.prompts is None:
+            self.prompts = PromptBook()
+        axis = self.viewAxis(viewWidget)
+        if box is not None:
+            key = self.prompts.set_box(*(self.xyToIjkContinuous(c, viewWidget) for c in box), axis=axis)
+        else:
+            key = self.prompts.add_point(self.xyToIjkContinuous(point, viewWidget), label, axis=axis)
+        self.runPrompted(*key)
+
+    def runPrompted(self, axis, index):
         with slicer.util.tryWithErrorDisplay(_("SAM could not segment this slice."), waitCursor=True):
-            session = self.getSession()
-            sliceComponent = 2 - session.axis
-            current = int(round(self.points[-1][0][sliceComponent])) if self.points else None
-            if self.box is not None:
-                current = int(round(self.box[1][sliceComponent]))
-            points = [p for p, _label in self.points if int(round(p[sliceComponent])) == current]
-            labels = [lab for p, lab in self.points if int(round(p[sliceComponent])) == current]
-            box = None
-            if self.box is not None:
-                low, high = self.box
-                low = np.array(low)
-                low[sliceComponent] = high[sliceComponent]
-                box = (*low, *high)
-            index, mask = session.predict_ijk(points, labels, box=box)
+            session = self.getSession(axis)
+            entry = self.prompts.prompts(axis, index)
+            index, mask = session.predict_ijk(entry.points, entry.labels, box=entry.box)
             masks = {index: mask}
             if self.ui.propagateCheckBox.checked:
                 masks.update(session.propagate(index, mask, direction=1))
@@ -226,105 +272,113 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def onPreview(self):
         volumeNode = self.sourceVolume()
-        if volumeNode is None:
+        if volumeNode is None or not self.ensureDependencies():
             return
         if self.ui.modeComboBox.currentData == "prompted":
-            if self.points or self.box:
-                self.runPrompted()
+            for axis, index in self.prompts.slices if self.prompts else []:
+                self.runPrompted(axis, index)
             return
         extent = self.ui.rangeComboBox.currentData
         if extent == "slice":
             with slicer.util.tryWithErrorDisplay(_("SAM could not segment this slice."), waitCursor=True):
-                session = self.getSession()
-                index = self.currentSliceIndex(session)
+                view = self.currentView()
+                axis = self.viewAxis(view)
+                session = self.getSession(axis)
+                index = self.currentSlice(view, axis)
                 self.showPreview({index: session.predict_slice(index)}, session)
             return
-        logic = self.samtuneLogic()
-        self.ensurePreviewNode()
+        sliceRange = None
+        if extent == "range":
+            sliceRange = (self.ui.rangeStartSpinBox.value, self.ui.rangeEndSpinBox.value)
         search = SLICE_SEARCH_STEP if extent == "volume" and self.ui.sliceSearchCheckBox.checked else 0
-        self.job = logic.predict(volumeNode, self.ui.modelComboBox.currentData, self.previewNode, wait=False,
-                                 threshold=self.ui.thresholdSpinBox.value, sliceSearch=search)  # fmt: skip
-        self.job.on_finished = self.onJobFinished
-        self.ui.statusLabel.text = _("Segmenting in the background...")
-        self.timer.start()
+        with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
+            self.job = self.samtuneLogic().predict(
+                volumeNode, self.ui.modelComboBox.currentData, self.clearedPreviewNode(), wait=False,
+                threshold=self.ui.thresholdSpinBox.value, sliceSearch=search, axis=self.ui.axisComboBox.currentData,
+                sliceRange=sliceRange,
+            )  # fmt: skip
+            self.job.client.on_event = self.onJobEvent
+            self.job.whenDone(self.onJobDone)
+            self.ui.statusLabel.text = _("Segmenting in the background...")
         self.updateGui()
 
-    def currentSliceIndex(self, session):
-        """Slice shown in the Red view (or the first slice view) for the session's axis."""
-        from SAMTuneLib.MRMLBridge import rasToIjk
+    def onJobEvent(self, event):
+        if self.ui is not None and self.job is not None and event["event"] == "progress":
+            self.ui.progressBar.value = int(100 * self.job.client.fraction)
 
-        sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
-        center = [sliceNode.GetSliceToRAS().GetElement(r, 3) for r in range(3)]
-        ijk = rasToIjk(self.sourceVolume(), center)
-        return int(np.clip(round(ijk[2 - session.axis]), 0, session.n_slices - 1))
+    def onJobDone(self, job):
+        if job is not self.job:
+            return  # an older run: its result went into a preview node that is no longer shown
+        from SAMTuneLib.Segments import segmentMask
 
-    def onPoll(self):
-        if self.job is not None:
-            self.job.poll()
-            self.ui.progressBar.value = int(100 * self.job.fraction)
-
-    def onJobFinished(self, result):
-        self.timer.stop()
-        if result.state.value == "finished":
-            segmentation, _undo = self.samtuneLogic().applyPendingPrediction()
-            from SAMTuneLib.MRMLBridge import segmentMask
-
-            segmentId = segmentation.GetSegmentation().GetNthSegmentID(0)
-            self.previewMask = segmentMask(segmentation, segmentId, self.sourceVolume())
+        self.job = None
+        if job.result.state.value == "finished" and job.segmentId is not None:
+            self.previewMask = segmentMask(job.segmentationNode, job.segmentId, self.sourceVolume())
             self.ui.statusLabel.text = _("Preview ready: Apply writes it into the selected segment.")
         else:
-            self.ui.statusLabel.text = result.message
-        self.job = None
+            self.ui.statusLabel.text = job.error or job.result.message
         self.updateGui()
 
     def onCancel(self):
         if self.job is not None and not self.job.state.done:
-            self.job.cancel()
+            self.job.cancel()  # the job drops its write: nothing lands in the preview
 
     def onClearPrompts(self):
-        self.points, self.box, self.previewMask = [], None, None
-        if self.previewNode is not None:
+        if self.prompts is not None:
+            self.prompts.clear()
+        self.previewMask = None
+        if self.previewNode is not None and self.previewNode.GetScene() is not None:
             slicer.mrmlScene.RemoveNode(self.previewNode)
-            self.previewNode = None
+        self.previewNode = None
         if self.ui is not None:
             self.updateGui()
 
     # -- preview and apply ---------------------------------------------------------------------------
-    def ensurePreviewNode(self):
+    def clearedPreviewNode(self):
+        """The preview segmentation, emptied (each run writes into a node that holds nothing else)."""
         if self.previewNode is None or self.previewNode.GetScene() is None:
             self.previewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "SAM auto preview")
             self.previewNode.CreateDefaultDisplayNodes()
             self.previewNode.GetDisplayNode().SetOpacity(0.5)
             self.previewNode.SetHideFromEditors(True)
+        self.previewNode.GetSegmentation().RemoveAllSegments()
         return self.previewNode
 
     def showPreview(self, masks, session):
-        volume = self.sourceVolume()
-        full = np.zeros(session.volume.shape, dtype=bool)
+        from SAMTuneLib.Segments import writeMaskToSegment
+
+        full = np.zeros(session.volume.shape[:3], dtype=bool)
         moved = np.moveaxis(full, session.axis, 0)
         for index, mask in masks.items():
             moved[index] = mask
+        prompted = self.ui.modeComboBox.currentData == "prompted"
+        if prompted and self.previewMask is not None and self.previewMask.shape == full.shape:
+            keep = np.moveaxis(self.previewMask, session.axis, 0).copy()
+            for index in masks:
+                keep[index] = False
+            full |= np.moveaxis(keep, 0, session.axis)  # other slices' prompted masks stay in the preview
         self.previewMask = full
-        from SAMTuneLib.MRMLBridge import writeMaskToSegment
-
-        writeMaskToSegment(full, self.ensurePreviewNode(), volume, name="preview", mode="replace", color=(1, 1, 0))
+        writeMaskToSegment(full, self.clearedPreviewNode(), self.sourceVolume(), name=PREVIEW_SEGMENT,
+                           color=(1, 1, 0))  # fmt: skip
         self.ui.statusLabel.text = _("{n} slice(s) in the preview; {v} voxels.").format(n=len(masks), v=int(full.sum()))
         self.updateGui()
 
     def onApply(self):
         if self.previewMask is None:
             return
-        from SAMTuneLib.MRMLBridge import maskToOrientedImage, segmentMask
+        from SAMTuneLib.Segments import maskToModifierLabelmap, segmentMask
 
         volume = self.sourceVolume()
         mode = self.ui.writeModeComboBox.currentData
         mask = self.previewMask
-        segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
-        segmentId = self.scriptedEffect.parameterSetNode().GetSelectedSegmentID()
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        segmentationNode = parameterSetNode.GetSegmentationNode()
         if mode == "intersect":
-            mask = mask & segmentMask(segmentationNode, segmentId, volume)
+            mask = mask & segmentMask(segmentationNode, parameterSetNode.GetSelectedSegmentID(), volume)
+        modifier = self.scriptedEffect.defaultModifierLabelmap()  # the segmentation's geometry, as Slicer expects
+        maskToModifierLabelmap(mask, volume, segmentationNode, modifier)
         self.scriptedEffect.saveStateForUndo()
         modification = (slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd if mode == "add"
                         else slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet)  # fmt: skip
-        self.scriptedEffect.modifySelectedSegmentByLabelmap(maskToOrientedImage(mask, volume), modification)
+        self.scriptedEffect.modifySelectedSegmentByLabelmap(modifier, modification)
         self.onClearPrompts()

@@ -7,22 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from import_probe import BLOCKER
+
 import samtune
 
 BLOCKED = ("slicer", "qt", "ctk", "vtk", "PySide6", "PyQt5", "PythonQt")
 
-_PROBE = r"""
-import importlib, importlib.abc, pkgutil, sys
-
-BLOCKED = {blocked!r}
-
-class Blocker(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"blocked import of {{name}}")
-        return None
-
-sys.meta_path.insert(0, Blocker())
+_PROBE = (
+    BLOCKER
+    + r"""
+import pkgutil
 import samtune
 names = [m.name for m in pkgutil.walk_packages(samtune.__path__, "samtune.")]
 names = [n for n in names if not n.endswith("__main__")]  # the entry point runs the CLI
@@ -30,6 +24,7 @@ for name in names:
     importlib.import_module(name)
 print(len(names))
 """
+)
 
 
 def all_submodules() -> list[str]:

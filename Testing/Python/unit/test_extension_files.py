@@ -54,6 +54,9 @@ def test_extension_metadata_agrees_across_cmake_s4ext_and_json() -> None:
     assert catalog["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/")
     assert {"$schema", "category", "scm_url"} <= set(catalog)
     assert "add_subdirectory(SAMTune)" in cmake
+    minimum = cmake_set(cmake, "SAMTUNE_MINIMUM_SLICER_VERSION")  # stated in the description and the README
+    assert f"3D Slicer {minimum.rsplit('.', 1)[0]} or later" in s4ext["description"]
+    assert f"3D Slicer {minimum.rsplit('.', 1)[0]} or later" in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("module", ["SAMTune", "SegmentEditorSAMAuto"])

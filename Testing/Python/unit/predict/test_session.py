@@ -105,3 +105,36 @@ def test_bad_prompts_are_refused_with_the_reason(model, volume):
         session.propagate(2, np.ones((40, 48), bool), direction=0)
     with pytest.raises(ConfigurationError, match="threshold"):
         PredictorSession(model, volume, threshold=1.0)
+
+
+def test_session_pool_keeps_model_and_embeddings_until_the_model_or_the_volume_changes(model, volume):
+    from samtune.predict.session import SessionPool
+
+    loads = {"model": 0, "volume": 0}
+
+    def load_model():
+        loads["model"] += 1
+        return model
+
+    def load_volume():
+        loads["volume"] += 1
+        return volume
+
+    pool = SessionPool(runtime="torch")
+    axial = pool.get("m", load_model, ("vol", 1), load_volume, axis=0, threshold=0.5)
+    axial.predict_slice(2)
+    again = pool.get("m", load_model, ("vol", 1), load_volume, axis=0, threshold=0.8)  # a threshold change
+    assert again is axial and again.threshold == 0.8 and again.cached_slices == [2]
+    again.predict_slice(2)
+    assert axial.encoder_calls == 1  # the cached embedding served the new threshold
+    sagittal = pool.get("m", load_model, ("vol", 1), load_volume, axis=2)  # a click in another view
+    assert sagittal is not axial and sagittal.axis == 2 and axial.cached_slices == [2]
+    assert loads == {"model": 1, "volume": 1}
+    changed = pool.get("m", load_model, ("vol", 2), load_volume, axis=0)  # the volume's voxels changed
+    assert changed is not axial and changed.cached_slices == [] and loads == {"model": 1, "volume": 2}
+    pool.get("other", load_model, ("vol", 2), load_volume, axis=0)
+    assert loads == {"model": 2, "volume": 3} and pool.model_key == "other"
+    with pytest.raises(ConfigurationError, match="threshold"):
+        pool.get("other", load_model, ("vol", 2), load_volume, axis=0, threshold=1.0)
+    pool.close()
+    assert pool.model_key is None

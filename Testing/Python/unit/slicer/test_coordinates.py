@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import slicer
 import vtk
-from SAMTuneLib import MRMLBridge as bridge
+from SAMTuneLib import Geometry as geometry
 from test_mrml_bridge import add_volume, ijk_to_ras, rotation
 
 from samtune.data import make_phantom
@@ -30,8 +30,8 @@ def test_ras_to_ijk_inverts_mrmls_own_matrix(rotated):
     node.GetIJKToRASMatrix(mrml_matrix)  # MRML's own mapping, not ours
     ras = np.array([mrml_matrix.MultiplyPoint([*p, 1.0])[:3] for p in ijk])
     np.testing.assert_allclose(ras, (matrix @ np.c_[ijk, np.ones(3)].T).T[:, :3], atol=1e-9)
-    np.testing.assert_allclose(bridge.rasToIjk(node, ras), ijk, atol=1e-9)
-    np.testing.assert_allclose(bridge.ijkToRas(node, ijk[1]), ras[1], atol=1e-9)
+    np.testing.assert_allclose(geometry.rasToIjk(node, ras), ijk, atol=1e-9)
+    np.testing.assert_allclose(geometry.ijkToRas(node, ijk[1]), ras[1], atol=1e-9)
 
 
 def test_parent_transform_is_applied(scene, rotated):
@@ -40,17 +40,17 @@ def test_parent_transform_is_applied(scene, rotated):
     moved = np.eye(4)
     moved[:3, :3] = rotation(10, 0)
     moved[:3, 3] = (5.0, -3.0, 8.0)
-    transform.SetMatrixTransformToParent(bridge._numpyToMatrix(moved))
-    before = bridge.ijkToRas(node, [10, 20, 3])
+    transform.SetMatrixTransformToParent(geometry.numpyToMatrix(moved))
+    before = geometry.ijkToRas(node, [10, 20, 3])
     node.SetAndObserveTransformNodeID(transform.GetID())
-    after = bridge.ijkToRas(node, [10, 20, 3])
+    after = geometry.ijkToRas(node, [10, 20, 3])
     np.testing.assert_allclose(after, (moved @ [*before, 1])[:3], atol=1e-9)
-    np.testing.assert_allclose(bridge.rasToIjk(node, after), [10, 20, 3], atol=1e-9)
+    np.testing.assert_allclose(geometry.rasToIjk(node, after), [10, 20, 3], atol=1e-9)
 
 
 def test_model_space_round_trip_is_exact_for_anisotropic_slices(rotated):
     node, _ = rotated
-    session = PredictorSession(build_tiny_model("litemedsam", seed=0), bridge.volumeToCore(node))
+    session = PredictorSession(build_tiny_model("litemedsam", seed=0), geometry.volumeToCore(node))
     resize = session.grid().resize
     pixels = np.array([[0.0, 0.0], [47.0, 39.0], [12.5, 30.25]])
     model_space = resize.apply_coords(pixels)
@@ -61,11 +61,11 @@ def test_model_space_round_trip_is_exact_for_anisotropic_slices(rotated):
 def test_prompts_clicked_in_ras_equal_prompts_in_ijk(rotated):
     node, _ = rotated
     model = build_tiny_model("litemedsam", seed=0).eval()
-    volume = bridge.volumeToCore(node)
+    volume = geometry.volumeToCore(node)
     session = PredictorSession(model, volume)
     clicks_ijk = np.array([[20.0, 18.0, 3.0], [4.0, 30.0, 3.0]])
-    clicks_ras = bridge.ijkToRas(node, clicks_ijk)  # where a user clicks in a slice view
-    index, mask = session.predict_ijk(bridge.rasToIjk(node, clicks_ras), [1, 0])
+    clicks_ras = geometry.ijkToRas(node, clicks_ijk)  # where a user clicks in a slice view
+    index, mask = session.predict_ijk(geometry.rasToIjk(node, clicks_ras), [1, 0])
     assert index == 3
     prompt = SlicePrompt(points=clicks_ijk[:, :2], point_labels=[1, 0])  # k slices: (x, y) = (i, j)
     expected = predict_volume(model, volume, PredictConfig(slices=session.slice_config), prompts={3: prompt})

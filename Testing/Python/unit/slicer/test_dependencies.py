@@ -27,3 +27,12 @@ def test_version_order_and_restart_rule():
     too_old = Dependencies.missingRequirements({"torch": "99.0"})
     assert Dependencies.restartNeeded(too_old)
     assert not Dependencies.restartNeeded(Dependencies.missingRequirements({"surely-not-a-package-xyz": "1"}))
+
+
+def test_pip_gets_a_constraint_that_pins_what_slicer_bundles(tmp_path):
+    missing = Dependencies.missingRequirements({"torch": "99.0", "surely-not-a-package-xyz": "1.0"})
+    arguments = Dependencies.pipArguments(missing, str(tmp_path / "c.txt"))
+    assert arguments == ["-c", str(tmp_path / "c.txt"), "surely-not-a-package-xyz>=1.0"]  # torch goes through PyTorch
+    pins = Dependencies.bundledConstraints().splitlines()
+    assert f"numpy=={Dependencies.installedVersion('numpy')}" in pins
+    assert f"SimpleITK=={Dependencies.installedVersion('SimpleITK')}" in pins

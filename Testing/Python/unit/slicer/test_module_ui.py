@@ -15,8 +15,10 @@ MODULE = ROOT / "SAMTune"
 UI = MODULE / "Resources" / "UI" / "SAMTune.ui"
 CODE = MODULE / "SAMTune.py"
 EFFECT = ROOT / "SegmentEditorSAMAuto" / "SegmentEditorSAMAutoLib"
+#: The panel's code: the module file and the panel sections it mixes in (SAMTuneLib/*Panel.py).
+PANEL_CODE = (CODE, *sorted((MODULE / "SAMTuneLib").glob("*Panel.py")))
 #: (.ui file, the code that loads it and refers to its widgets as self.ui.<name>)
-PANELS = [(UI, CODE), (EFFECT / "SAMAutoOptions.ui", EFFECT / "SegmentEditorEffect.py")]
+PANELS = [(UI, PANEL_CODE), (EFFECT / "SAMAutoOptions.ui", (EFFECT / "SegmentEditorEffect.py",))]
 
 #: Widget class -> parameter types Slicer's parameterNodeWrapper GUI connectors bind it to
 #: (Base/Python/slicer/parameterNodeWrapper/guiConnectors.py).
@@ -60,8 +62,8 @@ def _parameter_fields() -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("ui", "code"), PANELS, ids=["module", "effect"])
-def test_every_widget_the_code_uses_exists_in_the_ui(ui: Path, code: Path):
-    used = set(re.findall(r"self\.ui\.(\w+)", code.read_text(encoding="utf-8")))
+def test_every_widget_the_code_uses_exists_in_the_ui(ui: Path, code: tuple[Path, ...]):
+    used = set(re.findall(r"self\.ui\.(\w+)", "".join(path.read_text(encoding="utf-8") for path in code)))
     assert len(used) > 12
     assert sorted(used - _load(ui)) == []
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import slicer
 import vtk
-from SAMTuneLib import MRMLBridge as bridge
+from SAMTuneLib import Geometry as geometry
+from SAMTuneLib import Segments as segments
+from SAMTuneLib import TrainingData as training
 from vtk.util import numpy_support
 
 from samtune.data.io import read_label, read_volume, write_volume
@@ -40,7 +42,7 @@ def add_volume(scene, array: np.ndarray, matrix: np.ndarray, name="vol", vector=
     image.AllocateScalars(vtk_type, components)
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = array.reshape(-1, components).squeeze()
     node.SetAndObserveImageData(image)
-    node.SetIJKToRASMatrix(bridge._numpyToMatrix(matrix))
+    node.SetIJKToRASMatrix(geometry.numpyToMatrix(matrix))
     return node
 
 
@@ -60,23 +62,23 @@ def oblique(scene):
 
 def test_volume_geometry_matches_slicers_own_nrrd_reader(scene, oblique, tmp_path):
     node, array, matrix = oblique
-    volume = bridge.volumeToCore(node)
+    volume = geometry.volumeToCore(node)
     np.testing.assert_array_equal(volume.array, array)
-    np.testing.assert_allclose(bridge.ijkToRasFromGeometry(volume.geometry), matrix, atol=1e-9)
+    np.testing.assert_allclose(geometry.ijkToRasFromGeometry(volume.geometry), matrix, atol=1e-9)
     # written by the core (SimpleITK, LPS) and read back by MRML's own storage node (RAS)
     path = write_volume(volume, tmp_path / "oblique.nrrd")
     loaded = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "loaded")
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
     storage.SetFileName(str(path))
     assert storage.ReadData(loaded)
-    np.testing.assert_allclose(bridge.ijkToRasOfVolume(loaded), matrix, atol=1e-5)
-    np.testing.assert_array_equal(bridge.volumeToCore(loaded).array, array)
+    np.testing.assert_allclose(geometry.ijkToRasOfVolume(loaded), matrix, atol=1e-5)
+    np.testing.assert_array_equal(geometry.volumeToCore(loaded).array, array)
 
 
 def test_rgb_vector_volume_becomes_a_colour_image(scene):
     rgb = np.random.default_rng(1).integers(0, 255, size=(1, 9, 13, 3)).astype(np.uint8)
     node = add_volume(scene, rgb, ijk_to_ras((0.3, 0.3, 1.0), (0, 0, 0)), vector=True)
-    volume = bridge.volumeToCore(node)
+    volume = geometry.volumeToCore(node)
     assert volume.is_vector and volume.shape == (1, 9, 13)
     np.testing.assert_array_equal(volume.array, rgb)
 
@@ -92,8 +94,8 @@ def test_segment_on_a_finer_shifted_grid_is_resampled_onto_the_volume(scene, obl
     segmentation = add_segmentation(scene, fine)
     fine_mask = np.zeros((6, 24, 28), bool)
     fine_mask[2:4, 6:13, 8:17] = True
-    sid = bridge.writeMaskToSegment(fine_mask, segmentation, fine, name="Atrium")
-    mask = bridge.segmentMask(segmentation, sid, node)
+    sid = segments.writeMaskToSegment(fine_mask, segmentation, fine, name="Atrium")
+    mask = segments.segmentMask(segmentation, sid, node)
     # volume voxel (i, j) sits at fine voxel (2i + 2, 2j + 2)
     expected = fine_mask[:, 2 : 2 + 20 : 2, 2 : 2 + 24 : 2]
     assert mask.shape == array.shape
@@ -107,13 +109,13 @@ def test_several_segments_round_trip_with_names(scene, oblique):
     labels[1:3, 2:5, 2:6] = 1
     labels[3:5, 5:9, 6:11] = 2
     source = add_segmentation(scene, node, "source")
-    ids = bridge.writeLabelsToSegmentation(labels, {"Atrium": 1, "Ventricle": 2}, source, node)
+    ids = segments.writeLabelsToSegmentation(labels, {"Atrium": 1, "Ventricle": 2}, source, node)
     assert set(ids) == {"Atrium", "Ventricle"}
-    assert bridge.segmentIdsByName(source).keys() == {"Atrium", "Ventricle"}
-    label, structures = bridge.labelsFromSegments(source, [ids["Atrium"], ids["Ventricle"]], node)
+    assert segments.segmentIdsByName(source).keys() == {"Atrium", "Ventricle"}
+    label, structures = segments.labelsFromSegments(source, [ids["Atrium"], ids["Ventricle"]], node)
     assert structures == {"Atrium": 1, "Ventricle": 2}
     np.testing.assert_array_equal(label.array, labels)
-    assert label.geometry.is_close(bridge.volumeToCore(node).geometry)
+    assert label.geometry.is_close(geometry.volumeToCore(node).geometry)
 
 
 def test_write_modes_and_undo_restore_the_users_segment(scene, oblique):
@@ -121,24 +123,24 @@ def test_write_modes_and_undo_restore_the_users_segment(scene, oblique):
     segmentation = add_segmentation(scene, node)
     user = np.zeros(array.shape, bool)
     user[2, 2:6, 2:6] = True
-    sid = bridge.writeMaskToSegment(user, segmentation, node, name="Atrium")
+    sid = segments.writeMaskToSegment(user, segmentation, node, name="Atrium")
     predicted = np.zeros(array.shape, bool)
     predicted[2, 4:8, 4:8] = True
-    undo = bridge.SegmentationUndo(segmentation)
-    bridge.writeMaskToSegment(predicted, segmentation, node, segmentId=sid, mode="add", undo=undo)
-    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), user | predicted)
-    bridge.writeMaskToSegment(predicted, segmentation, node, segmentId=sid, mode="intersect", undo=undo)
-    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), (user | predicted) & predicted)
-    bridge.writeMaskToSegment(predicted & False, segmentation, node, segmentId=sid, mode="replace", undo=undo)
-    assert not bridge.segmentMask(segmentation, sid, node).any()
+    undo = segments.SegmentationUndo(segmentation)
+    segments.writeMaskToSegment(predicted, segmentation, node, segmentId=sid, mode="add", undo=undo)
+    np.testing.assert_array_equal(segments.segmentMask(segmentation, sid, node), user | predicted)
+    segments.writeMaskToSegment(predicted, segmentation, node, segmentId=sid, mode="intersect", undo=undo)
+    np.testing.assert_array_equal(segments.segmentMask(segmentation, sid, node), (user | predicted) & predicted)
+    segments.writeMaskToSegment(predicted & False, segmentation, node, segmentId=sid, mode="replace", undo=undo)
+    assert not segments.segmentMask(segmentation, sid, node).any()
     assert undo.canUndo and undo.undo() and undo.undo()
-    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), user | predicted)
+    np.testing.assert_array_equal(segments.segmentMask(segmentation, sid, node), user | predicted)
     assert undo.undo()
-    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), user)
+    np.testing.assert_array_equal(segments.segmentMask(segmentation, sid, node), user)
     with pytest.raises(ValueError, match="Write mode"):
-        bridge.writeMaskToSegment(user, segmentation, node, segmentId=sid, mode="xor")
+        segments.writeMaskToSegment(user, segmentation, node, segmentId=sid, mode="xor")
     with pytest.raises(ValueError, match=r"shape \(2, 2, 2\)"):
-        bridge.writeMaskToSegment(np.ones((2, 2, 2), bool), segmentation, node, segmentId=sid)
+        segments.writeMaskToSegment(np.ones((2, 2, 2), bool), segmentation, node, segmentId=sid)
 
 
 def test_segmentation_under_a_transform_is_read_and_written_in_the_volumes_frame(scene):
@@ -148,17 +150,17 @@ def test_segmentation_under_a_transform_is_read_and_written_in_the_volumes_frame
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     shift = np.eye(4)
     shift[0, 3] = 2.0  # segmentation moved 2 mm along R = +2 voxels along i
-    transform.SetMatrixTransformToParent(bridge._numpyToMatrix(shift))
+    transform.SetMatrixTransformToParent(geometry.numpyToMatrix(shift))
     segmentation.SetAndObserveTransformNodeID(transform.GetID())
     mask = np.zeros(array.shape, bool)
     mask[1, 3, 1:4] = True
-    sid = bridge.writeMaskToSegment(mask, segmentation, node, name="moved")
-    np.testing.assert_array_equal(bridge.segmentMask(segmentation, sid, node), mask)
+    sid = segments.writeMaskToSegment(mask, segmentation, node, name="moved")
+    np.testing.assert_array_equal(segments.segmentMask(segmentation, sid, node), mask)
     local = slicer.vtkOrientedImageData()
     segmentation.GetBinaryLabelmapRepresentation(sid, local)
     extent, to_local = local.GetExtent(), vtk.vtkMatrix4x4()
     local.GetImageToWorldMatrix(to_local)
-    first, last = (bridge._matrixToNumpy(to_local) @ [i, 3, 1, 1] for i in (extent[0], extent[1]))
+    first, last = (geometry.matrixToNumpy(to_local) @ [i, 3, 1, 1] for i in (extent[0], extent[1]))
     assert (first[0], last[0]) == (-1.0, 1.0)  # R = 1..3 in the volume's frame is -1..1 in the segmentation's
 
 
@@ -167,18 +169,18 @@ def test_describe_case_counts_slices_and_names_problems(scene, oblique):
     segmentation = add_segmentation(scene, node)
     mask = np.zeros(array.shape, bool)
     mask[1, 2:4, 2:4] = mask[4, 2:4, 2:4] = True
-    sid = bridge.writeMaskToSegment(mask, segmentation, node, name="Atrium")
+    sid = segments.writeMaskToSegment(mask, segmentation, node, name="Atrium")
     empty = segmentation.GetSegmentation().AddEmptySegment("", "Empty", [1, 0, 0])
-    sparse = bridge.describeCase(node, segmentation, [sid])
+    sparse = training.describeCase(node, segmentation, [sid])
     assert sparse.ok and sparse.labelledSlices == 2 and sparse.totalSlices == 6  # k has the largest spacing
     assert sparse.foregroundVoxels == {"Atrium": 8}
-    assert bridge.describeCase(node, segmentation, [sid], fullyLabelled=True).labelledSlices == 6
-    problems = bridge.describeCase(node, segmentation, [sid, empty]).problems
+    assert training.describeCase(node, segmentation, [sid], fullyLabelled=True).labelledSlices == 6
+    problems = training.describeCase(node, segmentation, [sid, empty]).problems
     assert problems == ["Segment 'Empty' is empty: paint it on a few slices first."]
-    assert bridge.describeCase(node, segmentation, []).problems == ["Choose the segment(s) to learn."]
-    assert bridge.describeCase(None, segmentation, [sid]).problems == ["Choose both a volume and a segmentation."]
+    assert training.describeCase(node, segmentation, []).problems == ["Choose the segment(s) to learn."]
+    assert training.describeCase(None, segmentation, [sid]).problems == ["Choose both a volume and a segmentation."]
     far = add_volume(scene, array, ijk_to_ras((1, 1, 1), (500.0, 500.0, 500.0)), name="far")
-    assert "geometry mismatch" in bridge.describeCase(far, segmentation, [sid]).problems[0]
+    assert "geometry mismatch" in training.describeCase(far, segmentation, [sid]).problems[0]
 
 
 def test_exported_training_set_is_a_valid_manifest_with_the_same_voxels(scene, oblique, tmp_path):
@@ -186,12 +188,12 @@ def test_exported_training_set_is_a_valid_manifest_with_the_same_voxels(scene, o
     segmentation = add_segmentation(scene, node)
     mask = np.zeros(array.shape, bool)
     mask[2:4, 3:7, 3:8] = True
-    sid = bridge.writeMaskToSegment(mask, segmentation, node, name="left atrium")
+    sid = segments.writeMaskToSegment(mask, segmentation, node, name="left atrium")
     cases = [
-        bridge.CaseNodes(node, segmentation, [sid]),
-        bridge.CaseNodes(node, segmentation, [sid], fullyLabelled=True),
+        training.CaseNodes(node, segmentation, [sid]),
+        training.CaseNodes(node, segmentation, [sid], fullyLabelled=True),
     ]
-    manifest = bridge.exportTrainingSet(cases, str(tmp_path / "export"))
+    manifest = training.exportTrainingSet(cases, str(tmp_path / "export"))
     assert validate_manifest(manifest) == []
     loaded = cases_from_manifest(manifest)
     assert [c.case_id for c in loaded] == ["vol", "vol_2"]
@@ -200,20 +202,20 @@ def test_exported_training_set_is_a_valid_manifest_with_the_same_voxels(scene, o
     np.testing.assert_array_equal(loaded[0].label.array == loaded[0].value, mask)
     assert loaded[0].structure == "left atrium"
     image = read_volume(tmp_path / "export" / "vol.nrrd")
-    assert image.geometry.is_close(bridge.volumeToCore(node).geometry)
+    assert image.geometry.is_close(geometry.volumeToCore(node).geometry)
     assert read_label(tmp_path / "export" / "vol.seg.nrrd", reference=image).array.max() == 1
     with pytest.raises(ValueError, match="empty"):
-        bridge.exportTrainingSet([], str(tmp_path / "none"))
+        training.exportTrainingSet([], str(tmp_path / "none"))
 
 
 def test_errors_name_the_problem(scene, oblique):
     node, _, _ = oblique
     with pytest.raises(ValueError, match="No volume selected"):
-        bridge.volumeToCore(None)
+        geometry.volumeToCore(None)
     bare = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "bare")
     with pytest.raises(ValueError, match="'bare' has no image data"):
-        bridge.volumeToCore(bare)
+        geometry.volumeToCore(bare)
     segmentation = add_segmentation(scene, node)
     with pytest.raises(ValueError, match="has no segment 'nope'"):
-        bridge.segmentMask(segmentation, "nope", node)
-    assert isinstance(bridge.volumeToCore(node), Volume)
+        segments.segmentMask(segmentation, "nope", node)
+    assert isinstance(geometry.volumeToCore(node), Volume)

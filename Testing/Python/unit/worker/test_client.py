@@ -151,3 +151,27 @@ def test_worker_command_needs_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one"):
         worker_command(sys.executable)
     assert worker_command("py", resume="runs/a")[-2:] == ["--resume", "runs/a"]
+
+
+def test_an_undecodable_byte_does_not_stop_the_reader(tmp_path: Path):
+    # a library printing in the console's code page: the reader must go on, or the pipe fills and the worker blocks
+    finished_line = event_line({"type": "finished", "output": "x"})
+    script = tmp_path / "latin.py"
+    script.write_text(
+        "import sys\n"
+        "sys.stdout.buffer.write(b'caf\\xe9 au lait\\n')\n"
+        "sys.stdout.buffer.write(('x' * 70000 + '\\n').encode())\n"  # more than a pipe holds
+        f"print({finished_line!r}, flush=True)\n",
+        encoding="utf-8",
+    )
+    client, finished, logs = _client([sys.executable, str(script)])
+    client.start()
+    result = client.wait(timeout=60)
+    assert result.state is JobState.FINISHED and result.event["output"] == "x"
+    assert logs[0] == "caf\ufffd au lait" and len(logs[1]) == 70000
+
+
+def test_the_worker_environment_asks_for_utf8_output():
+    from samtune.client import WORKER_ENV
+
+    assert WORKER_ENV["PYTHONIOENCODING"] == "utf-8" and WORKER_ENV["PYTHONUNBUFFERED"] == "1"

@@ -24,6 +24,11 @@ OVERRIDES = {
 #: Largest relative difference allowed between the two-process and one-process loss per epoch (the
 #: same arithmetic, summed in a different order; measured below 1e-6).
 LOSS_RTOL = 1e-4
+#: Largest absolute difference allowed between their trained weights. Gloo's all-reduce sums the
+#: gradients in another order than one process does, and AdamW divides each update by the root of
+#: its second moment, which magnifies rounding in small gradients: 2.2e-6 was measured on one of 128
+#: LoRA weights on the 2026-12-01 machine (the earlier 1e-6 failed there on the older code too).
+WEIGHT_ATOL = 1e-5
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
@@ -63,4 +68,4 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         assert a == pytest.approx(b, rel=LOSS_RTOL)
     ours = load_file(str(tmp_path / "run" / "model" / "weights.safetensors"))
     for name, value in one.result.best_state.items():
-        torch.testing.assert_close(ours[name], value, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(ours[name], value, rtol=1e-4, atol=WEIGHT_ATOL)

@@ -1,0 +1,242 @@
+"""Segments between MRML and the SAMTune core: read masks, write masks, undo, the editor's modifier.
+
+Masks are boolean ``(K, J, I)`` arrays on a *volume's* grid; segmentations may lie on another grid
+(extent, spacing, orientation) and under another parent transform, so every read and write
+resamples between the two (nearest neighbour). MRML and VTK classes only; tested on real MRML
+from ``slicer-core``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+from vtk.util import numpy_support
+
+from SAMTuneLib.Geometry import isEmpty, orientedToArray, referenceImage, transformBetween
+
+#: Segment colours for predicted structures (Slicer's first generic anatomy colours).
+DEFAULT_COLORS = [
+    (0.50, 0.68, 0.50),
+    (0.95, 0.84, 0.57),
+    (0.69, 0.48, 0.39),
+    (0.44, 0.69, 0.80),
+    (0.85, 0.40, 0.40),
+    (0.56, 0.50, 0.80),
+]
+
+#: Write modes of :func:`writeMaskToSegment`.
+WRITE_MODES = ("replace", "add", "intersect")
+
+
+def ensureBinaryLabelmap(segmentationNode) -> None:
+    """Give the segmentation a binary-labelmap representation (segments drawn or loaded as surfaces have none).
+
+    Raises:
+        ValueError: Slicer cannot convert its segments to a labelmap.
+    """
+    name = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0 or segmentation.ContainsRepresentation(name):
+        return
+    if not segmentationNode.CreateBinaryLabelmapRepresentation():
+        raise ValueError(
+            f"Segmentation '{segmentationNode.GetName()}' holds only '{segmentation.GetSourceRepresentationName()}' "
+            "data that Slicer cannot turn into a labelmap. Convert it in the Segmentations module "
+            "(Representations > Binary labelmap > Create)."
+        )
+
+
+def _checkSegment(segmentationNode, segmentId: str) -> None:
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentation.GetSegment(segmentId) is None:
+        ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+        raise ValueError(f"Segmentation '{segmentationNode.GetName()}' has no segment '{segmentId}' (it has {ids}).")
+
+
+def segmentLabelmap(segmentationNode, segmentId: str) -> slicer.vtkOrientedImageData | None:
+    """The segment's own binary labelmap (its grid), or ``None`` when it has no voxels."""
+    _checkSegment(segmentationNode, segmentId)
+    ensureBinaryLabelmap(segmentationNode)
+    labelmap = slicer.vtkOrientedImageData()
+    if not segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap) or isEmpty(labelmap):
+        return None
+    return labelmap
+
+
+def segmentMask(segmentationNode, segmentId: str, volumeNode) -> np.ndarray:
+    """Boolean ``(K, J, I)`` mask of one segment resampled onto the volume's grid.
+
+    Works when the segmentation's geometry (extent, spacing, orientation) differs from the volume's,
+    when the two nodes sit under different transforms, and when the segments are stored only as
+    closed surfaces (a labelmap representation is created first, as the Segment Editor does).
+
+    Raises:
+        ValueError: Unknown segment id, or segments that cannot be converted to a labelmap.
+    """
+    reference = referenceImage(volumeNode)
+    labelmap = segmentLabelmap(segmentationNode, segmentId)
+    if labelmap is None:
+        return np.zeros(orientedToArray(reference).shape, dtype=bool)
+    resampled = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        labelmap, reference, resampled, False, False, transformBetween(segmentationNode, volumeNode), 0
+    )
+    return orientedToArray(resampled) > 0
+
+
+def segmentIdsByName(segmentationNode) -> dict[str, str]:
+    """``{segment name: segment id}`` of a segmentation."""
+    segmentation = segmentationNode.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+    return {segmentation.GetSegment(i).GetName(): i for i in ids}
+
+
+def labelsFromSegments(segmentationNode, segmentIds: list[str], volumeNode):
+    """A label volume on the volume's grid: segment ``n`` of ``segmentIds`` gets value ``n + 1``.
+
+    Where segments overlap, the later one in ``segmentIds`` wins.
+
+    Returns:
+        ``(samtune.data.Volume, {segment name: value})``.
+    """
+    from samtune.data.volume import Volume
+    from SAMTuneLib.Geometry import geometryFromIjkToRas, ijkToRasOfVolume
+
+    if not segmentIds:
+        raise ValueError(f"No segment chosen in '{segmentationNode.GetName()}'. Pick the segment(s) to learn.")
+    label = np.zeros(orientedToArray(referenceImage(volumeNode)).shape, dtype=np.uint8)
+    structures: dict[str, int] = {}
+    segmentation = segmentationNode.GetSegmentation()
+    for value, segmentId in enumerate(segmentIds, start=1):
+        label[segmentMask(segmentationNode, segmentId, volumeNode)] = value
+        structures[segmentation.GetSegment(segmentId).GetName()] = value
+    return Volume(array=label, geometry=geometryFromIjkToRas(ijkToRasOfVolume(volumeNode))), structures
+
+
+def segmentHasVoxelsOffGrid(segmentationNode, segmentId: str, volumeNode) -> bool:
+    """True when the segment has voxels but none of them fall on the volume's grid."""
+    labelmap = segmentLabelmap(segmentationNode, segmentId)
+    if labelmap is None:
+        return False
+    value = labelmap.GetPointData().GetScalars()
+    return value is not None and bool(numpy_support.vtk_to_numpy(value).any())
+
+
+def maskToOrientedImage(mask: np.ndarray, volumeNode) -> slicer.vtkOrientedImageData:
+    """A ``(K, J, I)`` mask on the volume's grid as an oriented image in the volume's local frame."""
+    image = referenceImage(volumeNode)
+    expected = tuple(reversed(image.GetDimensions()))
+    if tuple(mask.shape) != expected:
+        raise ValueError(
+            f"The mask has shape {tuple(mask.shape)} but volume '{volumeNode.GetName()}' is {expected} ([k, j, i]); "
+            "predict on this volume's grid."
+        )
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = np.asarray(mask, dtype=bool).ravel()
+    return image
+
+
+def maskToModifierLabelmap(mask: np.ndarray, volumeNode, segmentationNode, modifierLabelmap) -> None:
+    """Fill the Segment Editor's modifier labelmap with a mask predicted on the volume's grid.
+
+    ``modifierLabelmap`` is ``scriptedEffect.defaultModifierLabelmap()``: an image on the
+    segmentation's own geometry in the segmentation node's frame. Slicer's
+    ``ModifySegmentByLabelmap`` expects exactly that geometry (with masking or the editable
+    intensity range on, a modifier on another grid is rejected and nothing is written), so the
+    mask is moved into the segmentation's frame (parent transforms) and resampled onto the
+    modifier's grid (nearest neighbour) here. The modifier keeps its geometry; its voxels are
+    replaced.
+    """
+    image = maskToOrientedImage(mask, volumeNode)
+    resampled = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        image, modifierLabelmap, resampled, False, False, transformBetween(volumeNode, segmentationNode), 0
+    )
+    scalars = numpy_support.vtk_to_numpy(modifierLabelmap.GetPointData().GetScalars())
+    scalars[:] = (numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()) > 0).astype(scalars.dtype)
+    modifierLabelmap.Modified()
+
+
+class SegmentationUndo:
+    """Undo for writes into an existing segmentation, through Slicer's own ``vtkSegmentationHistory``.
+
+    Call :meth:`saveState` before a write; :meth:`undo` restores the segmentation as it was.
+    """
+
+    def __init__(self, segmentationNode, maximumStates: int = 5) -> None:
+        self.segmentationNode = segmentationNode
+        self.history = slicer.vtkSegmentationHistory()
+        self.history.SetMaximumNumberOfStates(maximumStates)
+        self.history.SetSegmentation(segmentationNode.GetSegmentation())
+
+    def saveState(self) -> None:
+        if not self.history.SaveState():
+            raise RuntimeError(f"Could not save the state of '{self.segmentationNode.GetName()}' for undo.")
+
+    @property
+    def canUndo(self) -> bool:
+        return bool(self.history.IsRestorePreviousStateAvailable())
+
+    def undo(self) -> bool:
+        return bool(self.history.RestorePreviousState())
+
+
+def writeMaskToSegment(mask: np.ndarray, segmentationNode, volumeNode, *, name: str | None = None,
+                       segmentId: str | None = None, mode: str = "replace", color=None,
+                       undo: SegmentationUndo | None = None) -> str:  # fmt: skip
+    """Write a ``(K, J, I)`` mask on the volume's grid into a segment; returns the segment id.
+
+    Args:
+        mask: Boolean mask on ``volumeNode``'s grid.
+        segmentationNode: Target segmentation (its geometry and parent transform may differ from the volume's).
+        volumeNode: The volume the mask was predicted on.
+        name: Name of a new segment (used when ``segmentId`` is ``None``; an existing segment of
+            that name is reused).
+        segmentId: Existing segment to modify.
+        mode: ``replace`` the segment, ``add`` to it (union) or ``intersect`` with it.
+        color: RGB in 0..1 for a new segment.
+        undo: When given, its state is saved before anything is changed.
+    """
+    if mode not in WRITE_MODES:
+        raise ValueError(f"Write mode must be one of {WRITE_MODES}, got '{mode}'.")
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentId is None:
+        segmentId = segmentIdsByName(segmentationNode).get(name or "")
+    if segmentId is not None:
+        _checkSegment(segmentationNode, segmentId)
+    if segmentation.GetNumberOfSegments() == 0:
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    ensureBinaryLabelmap(segmentationNode)
+    if undo is not None:
+        undo.saveState()
+    if segmentId is None:
+        count = segmentation.GetNumberOfSegments()
+        rgb = color or DEFAULT_COLORS[count % len(DEFAULT_COLORS)]
+        segmentId = segmentation.AddEmptySegment("", name or f"SAMTune {count + 1}", list(rgb))
+    if mode == "intersect":  # on the volume's grid: what lies outside it is outside the mask too
+        mask = np.asarray(mask, dtype=bool) & segmentMask(segmentationNode, segmentId, volumeNode)
+        mode = "replace"
+    image = maskToOrientedImage(mask, volumeNode)
+    transform = transformBetween(volumeNode, segmentationNode)
+    if transform is not None:  # into the segmentation's frame (a linear transform only moves the grid)
+        slicer.vtkOrientedImageDataResample.TransformOrientedImage(image, transform, False, False)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    modeValue = logic.MODE_REPLACE if mode == "replace" else logic.MODE_MERGE_MAX
+    if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, modeValue, image.GetExtent()):
+        raise RuntimeError(f"Slicer could not write the mask into segment '{segmentId}'.")
+    return segmentId
+
+
+def writeLabelsToSegmentation(label: np.ndarray, structures: dict[str, int], segmentationNode, volumeNode, *,
+                              mode: str = "replace",
+                              undo: SegmentationUndo | None = None) -> dict[str, str]:  # fmt: skip
+    """Write each structure of a label array into a segment of the same name (created when missing).
+
+    Returns:
+        ``{structure name: segment id}``.
+    """
+    if undo is not None:
+        undo.saveState()
+    return {
+        name: writeMaskToSegment(np.asarray(label) == value, segmentationNode, volumeNode, name=name, mode=mode)
+        for name, value in structures.items()
+    }
