@@ -192,8 +192,10 @@ class SAMTuneWidget(TrainingDataPanel, StrategyPanel, LibraryPanel, ScriptedLoad
             self.ui.backboneComboBox.addItem(label, name)
         self._selectData(self.ui.backboneComboBox, current or (self._parameterNode.backbone if self._parameterNode
                                                               else "litemedsam"))  # fmt: skip
+        self.ui.deviceComboBox.blockSignals(True)  # rebuilding must not reset the saved device to "auto"
         self.ui.deviceComboBox.clear()
         self.ui.deviceComboBox.addItem(_("Automatic"), "auto")
+        self.ui.deviceComboBox.blockSignals(False)
         if not self.logic.dependenciesReady():
             self.ui.backboneStatusLabel.text = _(
                 "PyTorch and SAM packages are installed the first time you train or segment (you will be asked)."
@@ -204,9 +206,11 @@ class SAMTuneWidget(TrainingDataPanel, StrategyPanel, LibraryPanel, ScriptedLoad
     def onDevicesListed(self, devices):
         if self.ui is None:
             return
+        self.ui.deviceComboBox.blockSignals(True)
         for device in devices:
             if self.ui.deviceComboBox.findData(device["name"]) < 0:
                 self.ui.deviceComboBox.addItem(device["text"], device["name"])
+        self.ui.deviceComboBox.blockSignals(False)
         if self._parameterNode:
             self._selectData(self.ui.deviceComboBox, self._parameterNode.device)
 
@@ -219,6 +223,7 @@ class SAMTuneWidget(TrainingDataPanel, StrategyPanel, LibraryPanel, ScriptedLoad
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNode = None
+        self.ui = None  # late callbacks (a device list, a finished job) see the panel is gone
 
     def enter(self):
         self.initializeParameterNode()
@@ -559,7 +564,8 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
         return model, "SAMTune"  # a backbone name (zero-shot); the worker names an unknown one
 
     def predict(self, volumeNode, model, segmentationNode=None, wait=True, callback=None, mode="replace",
-                threshold=0.5, device="auto", sliceSearch=0, axis="auto", sliceRange=None):  # fmt: skip
+                threshold=0.5, device="auto", sliceSearch=0, axis="auto", sliceRange=None,
+                recordUndo=True):  # fmt: skip
         """Segment the volume (or ``sliceRange``) automatically with a library model, a model folder or a backbone.
 
         The result goes into ``segmentationNode`` (a new one when ``None``), in a segment named
@@ -567,6 +573,7 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
         writes nothing. Writes into an existing segmentation can be undone (``logic.lastUndo.undo()``).
         ``sliceSearch=N`` (N >= 2) segments every N-th slice first and then only the slices around
         the structure. ``sliceRange=(first, last)`` (inclusive, along ``axis``) limits the slices.
+        ``recordUndo=False`` leaves ``lastUndo`` alone (the effect's previews are not user writes).
 
         Returns:
             The segmentation node (``wait=True``), or the running ``PredictionJob``: its result is
@@ -581,7 +588,7 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
                                   sliceRange=sliceRange)  # fmt: skip
 
         def written(done):
-            if done.undo is not None:
+            if recordUndo and done.undo is not None:
                 self.lastUndo = done.undo
 
         job.whenDone(written)

@@ -89,7 +89,8 @@ class LibraryPanel:
         if not self.ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
-            job = self.logic.predict(volume, name, self.ui.outputSegmentationSelector.currentNode(), wait=False)
+            job = self.logic.predict(volume, name, self.ui.outputSegmentationSelector.currentNode(), wait=False,
+                                     device=self._parameterNode.device if self._parameterNode else "auto")  # fmt: skip
             self.watchJob(job, _("Segmenting"))
 
     def onUndoWrite(self):

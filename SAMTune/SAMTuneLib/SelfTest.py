@@ -133,7 +133,7 @@ class SAMTuneSelfTest(ScriptedLoadableModuleTest):
 
         volumeNode, _segmentation, label = self._phantomNodes()
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "fine")
-        halfMillimetre = [[0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0.5, 0], [0, 0, 0, 1]]
+        halfMillimetre = np.diag([0.5, 0.5, 0.5, 1.0])  # addVolumeFromArray wants an array or a vtkMatrix4x4
         fine = slicer.util.addVolumeFromArray(np.zeros((24, 128, 128), np.uint8), ijkToRAS=halfMillimetre, name="fine")
         segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(fine)
         transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")

@@ -25,12 +25,14 @@ class StrategyPanel:
         )
         self.ui.presetFieldsTextEdit.setPlainText(json.dumps(preset.config, indent=2))
         if self._parameterNode and self._parameterNode.preset != name:
+            resolved = preset.train_config()  # the preset's values, defaults included (blo_sam: no validation split)
             self._parameterNode.preset = name
-            config = preset.config
-            self._parameterNode.epochs = int(config.get("epochs", self._parameterNode.epochs))
-            self._parameterNode.batchSize = int(config.get("batch_size", self._parameterNode.batchSize))
-            self._parameterNode.learningRate = float(config.get("lr", self._parameterNode.learningRate))
-            self._selectData(self.ui.backboneComboBox, config.get("backbone", "litemedsam"))
+            self._parameterNode.epochs = int(resolved.epochs)
+            self._parameterNode.batchSize = int(resolved.batch_size)
+            self._parameterNode.learningRate = float(resolved.lr)
+            self._parameterNode.validationFraction = float(resolved.val_fraction)
+            self._parameterNode.seed = int(resolved.seed)
+            self._selectData(self.ui.backboneComboBox, resolved.backbone)
 
     def onBackboneChanged(self, *_args):
         name = self.ui.backboneComboBox.currentData
@@ -107,9 +109,11 @@ class StrategyPanel:
         ):  # fmt: skip
             return False
         restart = Dependencies.restartNeeded(missing)
-        installed = False
-        with slicer.util.tryWithErrorDisplay(_("Installing the packages failed."), waitCursor=True):
-            installed = Dependencies.installRequirements(missing)  # we asked: PyTorchUtils asks no second time
+        try:  # tryWithErrorDisplay shows the error, then raises it again
+            with slicer.util.tryWithErrorDisplay(_("Installing the packages failed."), waitCursor=True):
+                installed = Dependencies.installRequirements(missing)  # we asked: PyTorchUtils asks no second time
+        except Exception:
+            return False
         if not installed:
             return False
         if restart:

@@ -46,22 +46,43 @@ class TrainingDataPanel:
             slicer.util.mainWindow(), _("Images to add (their labels lie beside them)"), "",
             _("Images (*.nii *.nii.gz *.nrrd *.mha *.mhd *.png *.jpg *.jpeg *.bmp)"),
         )  # fmt: skip
-        missing = []
+        missing, failed = [], []
         for path in paths:
             label = label_file_for(path)
             if label is None:
                 missing.append(os.path.basename(path))
                 continue
-            # one picture is one image: without singleFile Slicer groups numbered files into a series
-            properties = {"singleFile": True} if path.lower().endswith(PICTURE_SUFFIXES) else {}
-            volume = slicer.util.loadVolume(path, properties)
-            segmentation = slicer.util.loadSegmentation(str(label))
-            self.addCase(volume, segmentation)
+            try:
+                # one picture is one image: without singleFile Slicer groups numbered files into a series
+                properties = {"singleFile": True} if path.lower().endswith(PICTURE_SUFFIXES) else {}
+                volume = slicer.util.loadVolume(path, properties)
+                self.addCase(volume, self.loadLabelAsSegmentation(str(label), volume))
+            except Exception as error:  # one unreadable pair must not stop the others
+                failed.append(f"{os.path.basename(path)}: {error}")
         if missing:
             slicer.util.warningDisplay(
                 _("No label file found beside: {names}. Name labels like 'heart_label.nii.gz' or "
                   "'heart.seg.nrrd' next to 'heart.nii.gz'.").format(names=", ".join(missing))
             )  # fmt: skip
+        if failed:
+            slicer.util.errorDisplay(_("These files could not be loaded:\n{lines}").format(lines="\n".join(failed)))
+
+    @staticmethod
+    def loadLabelAsSegmentation(path, volumeNode):
+        """A segmentation from a label file: Slicer's segmentation reader for the formats it reads
+        (seg.nrrd, nrrd, nii, nii.gz, ...), else a label volume imported into a new segmentation (.mha, .mhd)."""
+        name = path.lower()
+        if name.endswith((".seg.nrrd", ".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr")):
+            return slicer.util.loadSegmentation(path)
+        labelNode = slicer.util.loadLabelVolume(path, {"singleFile": True})
+        try:
+            segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", labelNode.GetName())
+            segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentation):
+                raise RuntimeError(f"Slicer could not turn '{path}' into segments.")
+            return segmentation
+        finally:
+            slicer.mrmlScene.RemoveNode(labelNode)
 
     def onRemoveCases(self):
         rows = sorted({index.row() for index in self.ui.casesTable.selectedIndexes()}, reverse=True)

@@ -14,6 +14,7 @@ Nothing here imports PyTorch before the user acts: the options open and list mod
 and the first click or Preview offers the installation.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -140,11 +141,27 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def activate(self):
         self.refreshModels()  # models trained since; the choice, the session and its embeddings stay
+        self.updateRangeLimits()
+
+    def sourceVolumeNodeChanged(self):
+        """Prompts and a preview belong to the volume they were made on (Slicer calls this since 5.4)."""
+        self.onClearPrompts()
+        self.updateRangeLimits()
+
+    def updateRangeLimits(self):
+        volume = self.sourceVolume()
+        if self.ui is None or volume is None or volume.GetImageData() is None:
+            return
+        last = max(volume.GetImageData().GetDimensions()) - 1
+        for box in (self.ui.rangeStartSpinBox, self.ui.rangeEndSpinBox):
+            box.maximum = last  # Qt's default maximum (99) would hide the slices above it
+            box.toolTip = _("Slice index along the chosen axis (auto: the axis with the largest spacing).")
 
     def deactivate(self):
         self.onCancel()
 
     def cleanup(self):
+        """Slicer 5.10+ calls this when the editor goes; older versions release the pool with the effect."""
         for signal, slot in self._connections:
             signal.disconnect(slot)
         self._connections = []
@@ -152,6 +169,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.pool is not None:
             self.pool.close()
         self.pool = None
+        self.ui = None
 
     # -- model and session ------------------------------------------------------------------------
     def sourceVolume(self):
@@ -244,6 +262,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return rasToIjk(self.sourceVolume(), self.xyToRas(xy, viewWidget))
 
     def addPrompt(self, viewWidget, point=None, label=1, box=None):
+        with contextlib.suppress(Exception):  # shown by tryWithErrorDisplay already; the click stays handled
+            self._addPrompt(viewWidget, point, label, box)
+
+    def _addPrompt(self, viewWidget, point, label, box):
         from samtune.predict.prompt_book import PromptBook
 
         if not self.ensureDependencies():
@@ -276,7 +298,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         if self.ui.modeComboBox.currentData == "prompted":
             for axis, index in self.prompts.slices if self.prompts else []:
-                self.runPrompted(axis, index)
+                with contextlib.suppress(Exception):  # shown already; go on with the other slices
+                    self.runPrompted(axis, index)
             return
         extent = self.ui.rangeComboBox.currentData
         if extent == "slice":
@@ -291,11 +314,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if extent == "range":
             sliceRange = (self.ui.rangeStartSpinBox.value, self.ui.rangeEndSpinBox.value)
         search = SLICE_SEARCH_STEP if extent == "volume" and self.ui.sliceSearchCheckBox.checked else 0
+        self.previewMask = None  # the preview node is emptied: Apply must not write what is no longer shown
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
             self.job = self.samtuneLogic().predict(
                 volumeNode, self.ui.modelComboBox.currentData, self.clearedPreviewNode(), wait=False,
                 threshold=self.ui.thresholdSpinBox.value, sliceSearch=search, axis=self.ui.axisComboBox.currentData,
-                sliceRange=sliceRange,
+                sliceRange=sliceRange, recordUndo=False,
             )  # fmt: skip
             self.job.client.on_event = self.onJobEvent
             self.job.whenDone(self.onJobDone)
@@ -307,8 +331,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.ui.progressBar.value = int(100 * self.job.client.fraction)
 
     def onJobDone(self, job):
-        if job is not self.job:
-            return  # an older run: its result went into a preview node that is no longer shown
+        if job is not self.job or self.ui is None:
+            return  # an older run (its preview node was emptied since), or the effect is gone
         from SAMTuneLib.Segments import segmentMask
 
         self.job = None
@@ -366,6 +390,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onApply(self):
         if self.previewMask is None:
             return
+        try:
+            with slicer.util.tryWithErrorDisplay(_("The preview could not be written into the segment.")):
+                self._apply()
+        except Exception:  # shown already
+            return
+        self.onClearPrompts()
+
+    def _apply(self):
         from SAMTuneLib.Segments import maskToModifierLabelmap, segmentMask
 
         volume = self.sourceVolume()
@@ -381,4 +413,3 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         modification = (slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd if mode == "add"
                         else slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet)  # fmt: skip
         self.scriptedEffect.modifySelectedSegmentByLabelmap(modifier, modification)
-        self.onClearPrompts()
