@@ -1,5 +1,5 @@
 # SAMTune developer commands. Both targets create .venv and install what they need.
-#   make demo   fine-tune-free demo: zero-shot LiteMedSAM on a synthetic phantom, prints Dice
+#   make demo   fine-tunes cpu_quick on synthetic phantoms, segments an unseen one, prints Dice before/after
 #   make test   lint, type-check and the full test suite (CPU only, < 15 min on 2 cores)
 #   make benchmark   the benchmark suite and docs/benchmarks.md (about 2 h on 2 cores; DATA=la_heart_dev folder)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -26,12 +28,78 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return plain(config)  # type: ignore[no-any-return]
 
 
+_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a text", dict: "a JSON object",
+          list: "a list", tuple: "a list", type(None): "null"}  # fmt: skip
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({'text' if isinstance(value, str) else type(value).__name__})"
+
+
+def check_value(value: Any, hint: Any, path: str) -> None:
+    """Check a JSON value against a field's type hint (the simple types configurations use).
+
+    ``float`` accepts whole numbers; numbers must be finite (``NaN`` and infinities are refused);
+    ``bool`` is not taken for a number. Hints it does not know (``Any``, classes) pass.
+
+    Raises:
+        ConfigurationError: The value has another type, naming the key, the value and what is expected.
+    """
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(types, "UnionType", typing.Union)):
+        options = typing.get_args(hint)
+        problems = []
+        for option in options:
+            try:
+                check_value(value, option, path)
+                return
+            except ConfigurationError as error:
+                problems.append(error)
+        wanted = " or ".join(_NAMES.get(typing.get_origin(o) or o, getattr(o, "__name__", str(o))) for o in options)
+        raise ConfigurationError(f"'{path}' must be {wanted}, got {_describe(value)}.")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigurationError(f"'{path}' must be a list, got {_describe(value)}.")
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigurationError(f"'{path}' must be a list of {len(args)} values, got {_describe(value)}.")
+            for n, (item, item_hint) in enumerate(zip(value, args)):
+                check_value(item, item_hint, f"{path}[{n}]")
+        elif args:
+            for n, item in enumerate(value):
+                check_value(item, args[0], f"{path}[{n}]")
+        return
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigurationError(f"'{path}' must be a JSON object, got {_describe(value)}.")
+        return
+    if hint is type(None):
+        if value is not None:
+            raise ConfigurationError(f"'{path}' must be null, got {_describe(value)}.")
+        return
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"'{path}' must be true or false, got {_describe(value)}.")
+        return
+    if hint in (int, float):
+        numeric = (int, float) if hint is float else (int,)
+        if isinstance(value, bool) or not isinstance(value, numeric):
+            raise ConfigurationError(f"'{path}' must be {_NAMES[hint]}, got {_describe(value)}.")
+        if not math.isfinite(value):
+            raise ConfigurationError(f"'{path}' must be a finite number, got {value!r}.")
+        return
+    if hint is str and not isinstance(value, str):
+        raise ConfigurationError(f"'{path}' must be a text, got {_describe(value)}.")
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
     """Build ``cls`` from ``data``, recursing into nested dataclass fields.
 
     Raises:
-        ConfigurationError: A key that ``cls`` does not have (named, with the nearest valid key), or
-            a value the dataclass rejects.
+        ConfigurationError: A key that ``cls`` does not have (named, with the nearest valid key), a
+            value of the wrong type or a non-finite number (:func:`check_value`; checked where the
+            running Python can evaluate the annotations, i.e. 3.10+), or a value the dataclass rejects.
     """
     if not isinstance(data, dict):
         raise ConfigurationError(f"Expected a JSON object for {where or cls.__name__}, got {type(data).__name__}.")
@@ -41,16 +109,25 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> 
     except (TypeError, NameError):  # Python 3.9 cannot evaluate `X | Y`; __post_init__ converts dicts
         hints = {}
     kwargs: dict[str, Any] = {}
+    in_file = where.endswith(".json")  # a job or card file: name the key alone, then the file
     for key, value in data.items():
-        path = f"{where}.{key}" if where else key
+        path = key if in_file or not where else f"{where}.{key}"
         if key not in fields:
             raise ConfigurationError(
                 f"Unknown configuration key '{path}'.{did_you_mean(key, fields)} "
                 f"Valid keys: {', '.join(sorted(fields))}."
             )
         hint = hints.get(key)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = config_from_dict(hint, value, where=path)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            if not isinstance(value, (dict, hint)):
+                raise ConfigurationError(f"'{path}' must be a JSON object, got {_describe(value)}.")
+            if isinstance(value, dict):
+                value = config_from_dict(hint, value, where=path)
+        elif hint is not None:
+            try:
+                check_value(value, hint, path)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"{error} (in '{where}')" if in_file else str(error)) from None
         kwargs[key] = value
     try:
         return cls(**kwargs)

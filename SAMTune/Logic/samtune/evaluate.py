@@ -12,7 +12,7 @@ import numpy as np
 
 from samtune.data.formats import IMAGE_SUFFIXES, case_name
 from samtune.data.io import read_label
-from samtune.errors import DataError
+from samtune.errors import ConfigurationError, DataError
 from samtune.metrics import dice, hausdorff_95, normalized_surface_dice
 
 
@@ -27,6 +27,11 @@ class Score:
     hd95_mm: float
     reference_voxels: int
     predicted_voxels: int
+
+    @property
+    def note(self) -> str:
+        """``absent in both`` when neither mask holds the structure (Dice and NSD are then 1.0 by convention)."""
+        return "absent in both" if self.reference_voxels == 0 and self.predicted_voxels == 0 else ""
 
 
 def pair_files(predictions: list[Path], references: list[Path]) -> list[tuple[str, Path, Path]]:
@@ -71,8 +76,14 @@ def evaluate_pairs(
         pairs: ``(case, prediction file, reference file)``.
         structures: Name -> label value; default every non-zero value of each reference, named
             ``label N``. Predictions use the same values.
-        tolerance_mm: NSD tolerance.
+        tolerance_mm: NSD tolerance (> 0).
+
+    Raises:
+        ConfigurationError: A tolerance that is not a positive number.
+        DataError: Every case that cannot be read or compared, listed together.
     """
+    if not tolerance_mm > 0 or not math.isfinite(tolerance_mm):
+        raise ConfigurationError(f"The NSD tolerance must be a positive number of mm, got {tolerance_mm}.")
     scores, problems = [], []
     for case, prediction_path, reference_path in pairs:
         try:
@@ -101,24 +112,26 @@ def scores_csv(scores: list[Score]) -> str:
     """The scores as CSV text (HD95 of an empty mask is written as ``inf``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case", "structure", "dice", "nsd", "hd95_mm", "reference_voxels", "predicted_voxels"])
+    writer.writerow(["case", "structure", "dice", "nsd", "hd95_mm", "reference_voxels", "predicted_voxels", "note"])
     for s in scores:
         writer.writerow([s.case, s.structure, f"{s.dice:.4f}", f"{s.nsd:.4f}", f"{s.hd95_mm:.3f}",
-                         s.reference_voxels, s.predicted_voxels])  # fmt: skip
+                         s.reference_voxels, s.predicted_voxels, s.note])  # fmt: skip
     return buffer.getvalue()
 
 
 def scores_table(scores: list[Score]) -> str:
     """A plain-text table with a mean row per structure (HD95 mean over finite values)."""
-    rows = [("case", "structure", "Dice", "NSD", "HD95 mm")]
-    rows += [(s.case, s.structure, f"{s.dice:.3f}", f"{s.nsd:.3f}", f"{s.hd95_mm:.2f}") for s in scores]
+    rows = [("case", "structure", "Dice", "NSD", "HD95 mm", "")]
+    rows += [(s.case, s.structure, f"{s.dice:.3f}", f"{s.nsd:.3f}", f"{s.hd95_mm:.2f}", s.note) for s in scores]
     for structure in sorted({s.structure for s in scores}):
         mine = [s for s in scores if s.structure == structure]
         finite = [s.hd95_mm for s in mine if math.isfinite(s.hd95_mm)]
         hd95 = f"{np.mean(finite):.2f}" if finite else "inf"
         mean_dice, mean_nsd = np.mean([s.dice for s in mine]), np.mean([s.nsd for s in mine])
-        rows.append(("mean", structure, f"{mean_dice:.3f}", f"{mean_nsd:.3f}", hd95))
-    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        absent = sum(1 for s in mine if s.note)
+        rows.append(("mean", structure, f"{mean_dice:.3f}", f"{mean_nsd:.3f}", hd95,
+                     f"{absent} case(s) absent in both counted as 1.0" if absent else ""))  # fmt: skip
+    widths = [max(len(r[c]) for r in rows) for c in range(6)]
     return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 

@@ -13,17 +13,21 @@ Relative paths are relative to the job file. Progress leaves through ``emit(even
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from samtune.config_io import config_from_dict, config_to_dict
-from samtune.errors import ConfigurationError, OutputError, SAMTuneError
+from samtune.data.formats import WRITE_SUFFIXES
+from samtune.errors import EXIT_CODES, ConfigurationError, OutputError, SAMTuneError
 from samtune.events import PROTOCOL_VERSION, Emit, event_line
 
-OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
+#: Label-map formats ``predict`` writes (MetaImage ``.mhd`` is two files and cannot be written atomically).
+OUTPUT_SUFFIXES = WRITE_SUFFIXES
 
 
 @dataclass
@@ -99,6 +103,14 @@ class PredictJob:
     kind: str = "predict"
     version: int = PROTOCOL_VERSION
 
+    def __post_init__(self) -> None:
+        if self.slices is not None and len(self.slices) != 2:
+            raise ConfigurationError(
+                f"'slices' must be [start, stop] (stop exclusive), got {self.slices!r}. Give two slice indices."
+            )
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ConfigurationError(f"'threshold' must be between 0 and 1 (exclusive), got {self.threshold!r}.")
+
 
 def load_job(path: str | Path) -> TrainJob | PredictJob:
     """Read a job file; relative paths become relative to its folder.
@@ -150,12 +162,53 @@ def job_from_dict(data: Any, *, base: Path | None = None, where: str = "job") ->
     return job
 
 
+def terminal_event(
+    error: SAMTuneError, job: TrainJob | PredictJob | None, *, signal: str | None = None
+) -> dict[str, Any]:
+    """The protocol's last event for a job that ended with ``error``: ``cancelled`` or ``error``.
+
+    The worker and ``samtune train/predict --events`` both end with it, so a consumer of either
+    reads the same last line.
+    """
+    if error.kind == "cancelled":
+        resume_dir = job.run_dir if isinstance(job, TrainJob) else ""
+        final: dict[str, Any] = {"type": "cancelled", "message": str(error), "signal": signal, "run_dir": resume_dir}
+        if resume_dir:
+            final["resume"] = f"python -m samtune.worker --resume {resume_dir}"
+        return final
+    return {"type": "error", "kind": error.kind, "message": str(error), "exit_code": EXIT_CODES[error.kind]}
+
+
 def job_to_dict(job: TrainJob | PredictJob) -> dict[str, Any]:
     """The job as JSON data."""
     return config_to_dict(job)
 
 
 # --- training -------------------------------------------------------------------------------------
+
+
+def load_run_job(run_dir: str | Path, *, device: str | None = None) -> TrainJob:
+    """The job of the run folder ``run_dir``, to resume it where the folder is now.
+
+    The folder given wins over the one recorded (a copied run never writes into its original), and
+    ``device`` replaces the recorded device (a run started on a GPU that is not there can go on on
+    the CPU).
+
+    Raises:
+        OutputError: ``run_dir`` is not a run folder.
+    """
+    from samtune.runs import RunFolder
+
+    folder = RunFolder(run_dir)
+    if not folder.job.is_file():
+        raise OutputError(f"Cannot resume '{folder.path}': it holds no job.json (not a SAMTune run folder).")
+    job = load_job(folder.job)
+    if not isinstance(job, TrainJob):
+        raise OutputError(f"Cannot resume '{folder.path}': its job.json is a {job.kind} job, not a training run.")
+    job.run_dir = str(folder.path)
+    if device:
+        job.overrides = {**job.overrides, "device": device}
+    return job
 
 
 def run_train_job(
@@ -190,8 +243,10 @@ def run_train_job(
                 raise OutputError(f"Model folder '{model_dir}' already exists and is not empty. Choose a new one.")
             entries = read_manifest(job.manifest)  # every problem of the manifest, before any folder is made
             run.prepare(resume=resume)
-            if not resume:
-                run.write_json(run.job, job_to_dict(job))
+            if not resume:  # paths relative to the run folder: a copied or moved run folder resumes where it is
+                stored = job_to_dict(job)
+                stored.update(run_dir=".", manifest=run.manifest.name, model_dir=os.path.relpath(model_dir, run.path))
+                run.write_json(run.job, stored)
                 run.write_json(run.config, config.to_dict())
                 run.write_json(run.manifest, {"cases": entries})
         if context is not None:
@@ -281,17 +336,39 @@ def _history_from_events(path: Path) -> list[dict[str, Any]]:
 # --- prediction -----------------------------------------------------------------------------------
 
 
-def check_output_path(path: Path) -> None:
-    """Fail early, before any computation, when ``path`` cannot be written.
+def check_output_path(path: Path, *, inputs: Sequence[str | Path] = ()) -> None:
+    """Fail early, before any computation, when ``path`` cannot be written or would replace an input.
+
+    The folder is tested by creating (and removing) a file in it: permission bits do not tell
+    (an administrator, a read-only mount, a full quota).
 
     Raises:
-        OutputError: Unsupported suffix or missing parent folder.
+        OutputError: Unsupported suffix, missing or unwritable folder, or ``path`` is one of
+            ``inputs`` (the same file by path, link or hard link).
     """
     name = path.name.lower()
     if not name.endswith(OUTPUT_SUFFIXES):
         raise OutputError(f"Cannot write '{path}': unsupported file type. Use one of {', '.join(OUTPUT_SUFFIXES)}.")
     if not path.parent.is_dir():
         raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
+    for source in inputs:
+        same = Path(source).resolve() == path.resolve()
+        if not same and path.exists() and Path(source).exists():
+            same = os.path.samefile(source, path)
+        if same:
+            raise OutputError(
+                f"--out '{path}' is the input image '{source}': the label map would replace your image. "
+                "Choose another output file."
+            )
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=path.parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputError(
+            f"Cannot write '{path}': the folder '{path.parent}' is not writable ({error.strerror}). "
+            "Choose a folder you can write to."
+        ) from error
 
 
 def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bool] | None = None) -> Path:
@@ -312,7 +389,7 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
     )
 
     out = Path(job.out)
-    check_output_path(out)
+    check_output_path(out, inputs=[job.image])
     trained = Path(job.model).is_dir()
     if not trained:
         get_backbone(job.model)  # an unknown name fails before any reading
@@ -344,7 +421,7 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
         points = [tuple(p) for p in (job.point or []) + (job.neg_point or [])]
         labels = [1] * len(job.point or []) + [0] * len(job.neg_point or [])
         if points:
-            maps.append(point_prompts_from_ijk(points, labels, axis=axis))
+            maps.append(point_prompts_from_ijk(points, labels, axis=axis, shape=image.shape[:3]))
         prompts = merge_prompts(*maps)
     name = job.name
     if trained:
@@ -386,6 +463,8 @@ __all__ = [
     "job_from_dict",
     "job_to_dict",
     "load_job",
+    "load_run_job",
     "run_predict_job",
     "run_train_job",
+    "terminal_event",
 ]

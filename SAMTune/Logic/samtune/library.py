@@ -26,6 +26,7 @@ from typing import Any
 from samtune.errors import OutputError, WeightsError
 from samtune.io.model_card import MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from samtune.paths import user_dir
+from samtune.runs import as_if_created
 
 #: Largest weights file an import accepts (a full ViT-H fine-tune is ~2.5 GB).
 MAX_IMPORT_BYTES = 4 << 30
@@ -171,6 +172,7 @@ class ModelLibrary:
             with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.write(entry.path / MODEL_CARD, MODEL_CARD)
                 archive.write(entry.path / MODEL_WEIGHTS, MODEL_WEIGHTS)
+            as_if_created(temporary)
             os.replace(temporary, destination)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -186,6 +188,7 @@ class ModelLibrary:
         """
         source = Path(source).expanduser()
         staging = Path(tempfile.mkdtemp(prefix=".import.", dir=self._ensure_root()))
+        as_if_created(staging, directory=True)
         try:
             if source.is_dir():
                 for member in (MODEL_CARD, MODEL_WEIGHTS):

@@ -38,6 +38,19 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 STOP_FILE = "STOP"
 
 
+def umask_mode(*, directory: bool = False) -> int:
+    """The permission bits the user's umask gives a new file (``0o666 & ~umask``) or folder (``0o777 & ~umask``)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def as_if_created(path: str | Path, *, directory: bool = False) -> None:
+    """Give a file or folder made by ``tempfile`` (always 0600 / 0700) the mode a plain create would
+    have given it, so outputs and model folders follow the user's umask (a shared group can read them)."""
+    os.chmod(path, umask_mode(directory=directory))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling and a rename."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -57,6 +70,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        as_if_created(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -83,8 +97,17 @@ class RunFolder:
         self.manifest = self.path / "manifest.json"
         self.stop_file = self.path / STOP_FILE
 
+    @property
+    def never_trained(self) -> bool:
+        """The folder holds a run that stopped before its first checkpoint (bad data, a missing device):
+        nothing in it is worth keeping, so a new run may replace it."""
+        has_checkpoint = self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
+        return self.job.is_file() and not has_checkpoint and not self.metrics.is_file() and not self.model.exists()
+
     def check_start(self, *, resume: bool) -> None:
         """Refuse a new run into a non-empty folder, or a resume where there is no run (creates nothing).
+
+        A folder holding a run that never trained (:attr:`never_trained`) does not count as taken.
 
         Raises:
             OutputError: With the command that does what was probably meant.
@@ -94,6 +117,8 @@ class RunFolder:
                 raise OutputError(
                     f"Cannot resume '{self.path}': it holds no job.json, so it is not a SAMTune run folder."
                 )
+        elif self.never_trained:
+            return
         elif self.path.is_file() or (self.path.is_dir() and any(self.path.iterdir())):
             raise OutputError(
                 f"Run folder '{self.path}' already exists and is not empty. Choose a new folder, or resume it "
@@ -108,6 +133,11 @@ class RunFolder:
                 that cannot be created or written, or less free space than :data:`MIN_FREE_BYTES`.
         """
         self.check_start(resume=resume)
+        if not resume and self.never_trained:  # a failed start: clear it for the new run
+            for stale in (self.job, self.config, self.manifest, self.events, self.log, self.curve, self.stop_file):
+                stale.unlink(missing_ok=True)
+            if self.checkpoints.is_dir():
+                shutil.rmtree(self.checkpoints)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -180,4 +210,13 @@ class RunFolder:
         atomic_write_bytes(self.curve, buffer.getvalue())
 
 
-__all__ = ["MIN_FREE_BYTES", "STOP_FILE", "RunFolder", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "MIN_FREE_BYTES",
+    "STOP_FILE",
+    "RunFolder",
+    "as_if_created",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "umask_mode",
+]

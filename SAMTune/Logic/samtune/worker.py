@@ -23,7 +23,16 @@ from typing import Any, TextIO
 
 from samtune.errors import EXIT_CODES, SAMTuneError
 from samtune.events import EventWriter
-from samtune.jobs import PredictJob, TrainJob, load_job, run_predict_job, run_train_job
+from samtune.jobs import (
+    PredictJob,
+    TrainJob,
+    load_job,
+    load_run_job,
+    run_predict_job,
+    run_train_job,
+    terminal_event,
+)
+from samtune.quiet import quiet_third_party, verbose_from_environment
 
 
 class StopFlag:
@@ -77,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     """Run the worker; returns its exit code."""
     args = build_parser().parse_args(argv)
+    quiet_third_party(verbose=verbose_from_environment())
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     emit = EventWriter(stdout or sys.stdout)
     stop = StopFlag()
@@ -88,31 +98,14 @@ def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> i
 
             emit({"type": "finished", "kind": "devices", "devices": describe_devices()})
             return 0
-        if args.resume is not None:
-            from samtune.runs import RunFolder
-
-            folder = RunFolder(args.resume)
-            if not folder.job.is_file():
-                from samtune.errors import OutputError
-
-                raise OutputError(f"Cannot resume '{folder.path}': it holds no job.json (not a SAMTune run folder).")
-            job = load_job(folder.job)
-        else:
-            job = load_job(args.job)
+        job = load_run_job(args.resume) if args.resume is not None else load_job(args.job)
         if isinstance(job, TrainJob):
             run_train_job(job, emit=emit, resume=args.resume is not None, should_stop=stop)
         else:
             run_predict_job(job, emit=emit, should_stop=stop)
         return 0
     except SAMTuneError as error:
-        if error.kind == "cancelled":
-            resume_dir = job.run_dir if isinstance(job, TrainJob) else ""
-            final: dict[str, Any] = {"type": "cancelled", "message": str(error), "signal": stop.signal,
-                                     "run_dir": resume_dir}  # fmt: skip
-            if resume_dir:
-                final["resume"] = f"python -m samtune.worker --resume {resume_dir}"
-        else:
-            final = {"type": "error", "kind": error.kind, "message": str(error), "exit_code": EXIT_CODES[error.kind]}
+        final = terminal_event(error, job, signal=stop.signal)
         emit(final)
         _record(job, final)
         print(f"samtune worker: {error}", file=sys.stderr)

@@ -6,8 +6,10 @@ renamed into place, so a failed or interrupted write never leaves a half file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import SimpleITK as sitk
 from samtune.data.formats import IMAGE_SUFFIXES, PICTURE_SUFFIXES, WRITE_SUFFIXES
 from samtune.data.volume import Geometry, Volume, require_integer_labels
 from samtune.errors import DataError, LabelError, OutputError, UnsupportedImageError
+from samtune.runs import as_if_created
 
 #: ``Volume.metadata`` key holding ``{segment name: label value}`` as JSON.
 SEGMENT_NAMES_KEY = "segment_names"
@@ -187,15 +190,67 @@ def _to_sitk(volume: Volume, array: np.ndarray) -> sitk.Image:
     return image
 
 
+#: ``errno`` values that mean "no room": a full disk, an exhausted quota, a file-size limit.
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _verify_written(image: sitk.Image, temporary: str) -> None:
+    """Read the written file back: some ITK writers (NIfTI) report no error when the disk fills
+    and leave a truncated file, so success is what reads back with the same size and voxels."""
+    try:
+        back = sitk.ReadImage(temporary)
+    except RuntimeError as error:
+        raise OSError(errno.EIO, f"the file written cannot be read back ({str(error).strip()[:120]})") from error
+    if back.GetSize() != image.GetSize() or not np.array_equal(sitk.GetArrayViewFromImage(back),
+                                                               sitk.GetArrayViewFromImage(image)):  # fmt: skip
+        raise OSError(errno.EIO, "the file written reads back with other voxels (a partial write)")
+
+
+def _fsync(path: str | Path, *, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        handle = os.open(path, flags)
+    except OSError:
+        if directory:  # some platforms cannot open folders; the rename is still atomic there
+            return
+        raise
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        return False
+
+
 def _atomic_write(image: sitk.Image, path: Path, suffix: str) -> None:
+    """Write through a temporary sibling, read it back, flush it to disk, then rename it over ``path``.
+
+    Raises:
+        OutputError: The write failed or was incomplete (disk full, quota, file-size limit, I/O
+            error); the temporary file is removed and ``path`` is left as it was.
+    """
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     try:
         sitk.WriteImage(image, temporary, useCompression=True)
+        _verify_written(image, temporary)
+        _fsync(temporary)
+        as_if_created(temporary)
         os.replace(temporary, path)
+        _fsync(path.parent, directory=True)
     except (RuntimeError, OSError) as error:
         Path(temporary).unlink(missing_ok=True)
-        raise OutputError(f"Could not write '{path}': {str(error).strip()[:300]}") from error
+        full = isinstance(error, OSError) and error.errno in _NO_SPACE or _disk_full(path)
+        cause = "the disk is full (or a quota or file-size limit was reached)" if full else str(error).strip()[:300]
+        raise OutputError(
+            f"Could not write '{path}': {cause}. Nothing was written; "
+            + ("free some space or choose another folder, then run again." if full else "check the folder and retry.")
+        ) from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

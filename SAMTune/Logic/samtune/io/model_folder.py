@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 import samtune
-from samtune.errors import OutputError, WeightsError
+from samtune.config_io import config_from_dict
+from samtune.errors import ConfigurationError, OutputError, WeightsError
 from samtune.io.model_card import CARD_VERSION, MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from samtune.models import (
     build_model,
@@ -32,6 +33,7 @@ from samtune.models import (
 )
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import FineTuneConfig, apply_finetuning
+from samtune.runs import as_if_created
 
 
 def backbone_hash(name: str, weights: str | Path | None = None) -> str | None:
@@ -62,6 +64,12 @@ def save_trained_model(
     if folder.exists() and any(folder.iterdir()):
         raise OutputError(f"Model folder '{folder}' already exists and is not empty. Choose a new name.")
     state: dict[str, torch.Tensor] = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    broken = [n for n, p in state.items() if not bool(torch.isfinite(p).all())]
+    if broken:
+        raise OutputError(
+            f"Not saving model '{folder.name}': {len(broken)} weight tensor(s) hold NaN or infinite values "
+            f"(e.g. {broken[0]}); training diverged. Lower the learning rate and train again."
+        )
     card = {
         "format": "samtune-model",
         "card_version": CARD_VERSION,
@@ -82,6 +90,7 @@ def save_trained_model(
         **(extra or {}),
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    as_if_created(staging, directory=True)
     try:
         save_state_dict(state, staging / MODEL_WEIGHTS)
         (staging / MODEL_CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
@@ -104,6 +113,12 @@ def load_trained_model(
     """
     folder = Path(folder).expanduser()
     card = read_model_card(folder)
+    finetune_fields = (card.get("training") or {}).get("finetune") if isinstance(card.get("training"), dict) else None
+    if not isinstance(card.get("backbone"), str) or not isinstance(finetune_fields, dict):
+        raise WeightsError(
+            f"The model card of '{folder}' is damaged: it needs a 'backbone' name and 'training.finetune' settings. "
+            "Export the model again from where it was trained, or retrain it."
+        )
     tiny = bool(card.get("tiny", False))
     expected = card.get("backbone_sha256")
     actual = None if tiny else backbone_hash(card["backbone"], backbone_weights)
@@ -116,7 +131,10 @@ def load_trained_model(
         model = build_tiny_model(card["backbone"], seed=int(card.get("tiny_seed", 0)))
     else:
         model = build_model(card["backbone"], weights=backbone_weights, device="cpu")
-    finetune = FineTuneConfig(**{k: v for k, v in card["training"]["finetune"].items()})
+    try:
+        finetune = config_from_dict(FineTuneConfig, finetune_fields, where="training.finetune")
+    except ConfigurationError as error:
+        raise WeightsError(f"The model card of '{folder}' is damaged: {error}") from error
     apply_finetuning(model, finetune)
     state = load_checkpoint(folder / MODEL_WEIGHTS)
     parameters = dict(model.named_parameters())

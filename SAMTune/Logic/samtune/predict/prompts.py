@@ -111,7 +111,11 @@ def box_prompts_from_ijk(
 
 
 def point_prompts_from_ijk(
-    points: Iterable[Sequence[float]], labels: Iterable[int], *, axis: int
+    points: Iterable[Sequence[float]],
+    labels: Iterable[int],
+    *,
+    axis: int,
+    shape: tuple[int, int, int] | None = None,
 ) -> dict[int, SlicePrompt]:
     """Place voxel points ``(i, j, k)`` on their slices as ``(x, y)`` points with labels.
 
@@ -119,6 +123,10 @@ def point_prompts_from_ijk(
         points: Points in ITK index order.
         labels: 1 (inside) or 0 (outside) per point.
         axis: numpy slice axis (0 = k, 1 = j, 2 = i).
+        shape: Volume grid ``(K, J, I)``; when given, a point outside it is refused (as a box is).
+
+    Raises:
+        ConfigurationError: A point without 3 numbers, or outside the volume.
     """
     x_comp, y_comp = _axis_pair(axis)
     slice_comp = 2 - axis
@@ -127,6 +135,13 @@ def point_prompts_from_ijk(
         p = [float(v) for v in point]
         if len(p) != 3:
             raise ConfigurationError(f"A point needs 3 numbers (i j k), got {p}.")
+        if shape is not None:
+            size_ijk = (shape[2], shape[1], shape[0])
+            if any(not -0.5 <= p[c] <= size_ijk[c] - 0.5 for c in range(3)):
+                raise ConfigurationError(
+                    f"Point {[int(v) if v.is_integer() else v for v in p]} lies outside the volume (valid i "
+                    f"0..{size_ijk[0] - 1}, j 0..{size_ijk[1] - 1}, k 0..{size_ijk[2] - 1}). Give a voxel inside it."
+                )
         s = int(round(p[slice_comp]))
         coords, labs = per_slice.setdefault(s, ([], []))
         coords.append([p[x_comp], p[y_comp]])

@@ -46,6 +46,10 @@ def _entries(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     if not isinstance(cases, list) or not cases:
         raise DataError(f"Manifest '{path}' needs a non-empty list under \"cases\".")
     problems: list[str] = []
+    unknown_top = sorted(set(data) - {"cases", "version", "description"})
+    if unknown_top:
+        problems.append(f'unknown top-level keys {unknown_top} (a manifest holds "cases")')
+    seen: set[str] = set()
     out = []
     for n, case in enumerate(cases):
         name = case.get("id", f"#{n + 1}") if isinstance(case, dict) else f"#{n + 1}"
@@ -58,9 +62,20 @@ def _entries(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         for key in ("id", "image", "label"):
             if key not in case:
                 problems.append(f"case {name}: missing '{key}'")
+            elif not isinstance(case[key], str) or not case[key]:
+                problems.append(f"case {name}: '{key}' must be a file name (text), got {case[key]!r}")
+        if isinstance(case.get("id"), str):
+            if case["id"] in seen:
+                problems.append(f"case {name}: the id is used by another case; give each case its own id")
+            seen.add(case["id"])
+        structures = case.get("structures", {"structure": 1})
+        if not isinstance(structures, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in structures.items()
+        ):
+            problems.append(f"case {name}: 'structures' must map names to label values, got {structures!r}")
         entry = dict(case)
         for key in ("image", "label"):
-            if key in case:
+            if isinstance(case.get(key), str) and case[key]:
                 file = (path.parent / case[key]).resolve()
                 entry[key] = str(file)
                 if not file.exists():
@@ -145,7 +160,7 @@ def validate_manifest(path: str | Path) -> list[str]:
     except DataError as error:
         return [str(error)]
     for entry in entries:
-        if not all(k in entry and Path(entry[k]).exists() for k in ("image", "label")):
+        if not all(isinstance(entry.get(k), str) and Path(entry[k]).exists() for k in ("image", "label")):
             continue  # already reported
         try:
             image = read_volume(entry["image"])

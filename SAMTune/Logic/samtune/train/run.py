@@ -20,7 +20,7 @@ from samtune.train.checkpoints import CheckpointStore
 from samtune.train.config import Optimiser, TrainConfig
 from samtune.train.data import SliceSamples, TrainingCase, build_samples
 from samtune.train.distributed import DistributedContext, device_for
-from samtune.train.trainer import EventCallback, Trainer, TrainResult
+from samtune.train.trainer import EventCallback, Trainer, TrainingCancelledError, TrainResult
 
 
 @dataclass
@@ -50,6 +50,25 @@ def _summary(train: SliceSamples, val: SliceSamples | None, cases: Sequence[Trai
         "spacing_mm": [list(c.image.spacing) for c in cases],
         "structures": sorted({c.structure for c in cases}),
     }
+
+
+def _stop_while_caching(on_event: EventCallback | None, should_stop: Callable[[], bool]) -> EventCallback:
+    """Pass events on, and stop after any embedding-cache slice when a stop was asked for.
+
+    Computing the embeddings can take minutes on a CPU before the first training step; nothing is
+    trained yet then, so the run stops without a checkpoint and a resume starts it afresh.
+    """
+
+    def events(event: dict[str, Any]) -> None:
+        if on_event is not None:
+            on_event(event)
+        if event.get("type") == "progress" and event.get("stage") == "cache" and should_stop():
+            raise TrainingCancelledError(
+                f"Training was cancelled while computing image embeddings ({event.get('step')} of "
+                f"{event.get('total')} slices), before the first step; resuming starts it from the beginning."
+            )
+
+    return events
 
 
 def fine_tune(
@@ -142,7 +161,10 @@ def fine_tune(
     train = samples(train_ids)
     val = samples(val_ids) if val_ids else None
     trainer_class = BiLevelTrainer if Optimiser.parse(config.optimiser) is Optimiser.BILEVEL else Trainer
-    trainer = trainer_class(model, config, train, val, on_event=on_event, distributed=distributed, shards=shards)
+    events = on_event
+    if should_stop is not None and distributed is None:  # Ctrl-C / Cancel while the embeddings are computed
+        events = _stop_while_caching(on_event, should_stop)
+    trainer = trainer_class(model, config, train, val, on_event=events, distributed=distributed, shards=shards)
     store = CheckpointStore(checkpoint_dir) if checkpoint_dir is not None else None
     stop = should_stop
     if distributed is not None and should_stop is not None:

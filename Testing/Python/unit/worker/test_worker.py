@@ -167,14 +167,17 @@ def test_cancel_mid_epoch_in_process_resumes_to_identical_weights(tmp_path: Path
         cases.append(TrainingCase(f"case{seed}", image, label, structure="t", fully_labelled=True))
     config = load_preset("cpu_quick").train_config({**TRAIN_OVERRIDES, "epochs": 3})
     full = fine_tune(cases, config, tiny=True)
-    calls = {"n": 0}
+    calls = {"n": 0, "training": False}
 
-    def stop_at_step_8() -> bool:  # polled once per step; epochs have 5 steps
-        calls["n"] += 1
+    def seen(event: dict[str, Any]) -> None:
+        calls["training"] = calls["training"] or (event["type"] == "progress" and event["stage"] == "train")
+
+    def stop_at_step_8() -> bool:  # polled once per step (and per cached slice before); epochs have 5 steps
+        calls["n"] += calls["training"]
         return calls["n"] == 8
 
     with pytest.raises(TrainingCancelledError, match="resume"):
-        fine_tune(cases, config, tiny=True, checkpoint_dir=tmp_path, should_stop=stop_at_step_8)
+        fine_tune(cases, config, tiny=True, checkpoint_dir=tmp_path, should_stop=stop_at_step_8, on_event=seen)
     index = json.loads((tmp_path / "index.json").read_text(encoding="utf-8"))
     last = index["checkpoints"][-1]
     assert last["reason"] == "cancelled" and last["step"] == 8
