@@ -41,6 +41,7 @@ SLICER_BUNDLED = ("numpy", "SimpleITK")
 #: Modules the Slicer layer imports while the panel and the effect open (no torch, no SimpleITK).
 SETUP_MODULES = (
     "samtune",
+    "samtune.atomic",
     "samtune.client",
     "samtune.data.formats",
     "samtune.data.labels",

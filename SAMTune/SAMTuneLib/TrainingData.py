@@ -168,8 +168,8 @@ def exportTrainingSet(cases: list[CaseNodes], folder: str) -> str:
     Returns:
         The manifest's path.
     """
+    from samtune.atomic import atomic_write_text
     from samtune.data.io import write_label, write_volume
-    from samtune.runs import atomic_write_text
 
     if not cases:
         raise ValueError("The training table is empty: add at least one volume with its segmentation.")

@@ -352,13 +352,20 @@ class TerminalEvents:
 @contextlib.contextmanager
 def _ending_events(args: argparse.Namespace, events: TerminalEvents, job: Any, *, stop: Any = None) -> Iterator[None]:
     """With ``--events``, end the stream with the protocol's ``cancelled`` or ``error`` event, as the worker does."""
-    from samtune.jobs import terminal_event
+    from samtune.jobs import record_final_event, terminal_event
 
     try:
         yield
     except SAMTuneError as error:
+        final = terminal_event(error, job, signal=getattr(stop, "signal", None))
+        record_final_event(job, final)
         if args.events:
-            events(terminal_event(error, job, signal=getattr(stop, "signal", None)))
+            events(final)
+        raise
+    except Exception as error:  # as the worker: the protocol reports every failure
+        if args.events:
+            events({"type": "error", "kind": "internal", "exit_code": 1,
+                    "message": f"Internal error: {type(error).__name__}: {error}."})  # fmt: skip
         raise
 
 
@@ -394,7 +401,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             else:
                 events(event)
 
-        with _ending_events(args, events, job):
+        with _ending_events(args, events, job, stop=stop):
             run_predict_job(job, emit=emit, should_stop=stop)
     return 0
 
@@ -478,7 +485,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             tolerance_mm=args.tolerance_mm)  # fmt: skip
     print(scores_table(scores))
     if args.csv is not None:
-        from samtune.runs import atomic_write_text
+        from samtune.atomic import atomic_write_text
 
         atomic_write_text(args.csv, scores_csv(scores))
         print(f"Wrote {args.csv}", file=sys.stderr)
@@ -504,7 +511,7 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
         raise OutputError(f"Cannot write '{args.out}': the folder '{args.out.parent}' does not exist.")
     manifest = build_manifest(args.images, args.labels, structures=dict(args.structure) if args.structure else None,
                               fully_labelled=args.fully_labelled)  # fmt: skip
-    from samtune.runs import atomic_write_text
+    from samtune.atomic import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(manifest, indent=2) + "\n")
     problems = validate_manifest(args.out)

@@ -39,6 +39,22 @@ class CancelledError(SAMTuneError):
     kind = "cancelled"
 
 
+class TrainingCancelledError(CancelledError):
+    """A training run was asked to stop; a checkpoint was written (when a checkpoint hook was given)."""
+
+
+class TrainingDivergedError(SAMTuneError, RuntimeError):
+    """The loss became NaN or infinite."""
+
+    kind = "diverged"
+
+
+class OutOfMemoryError(SAMTuneError, RuntimeError):
+    """The device ran out of memory."""
+
+    kind = "out_of_memory"
+
+
 class ConfigurationError(SAMTuneError, ValueError):
     """A configuration value, option or name is invalid."""
 

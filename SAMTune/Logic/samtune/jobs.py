@@ -84,9 +84,9 @@ class PredictJob:
     model: str = "litemedsam"
     weights: str | None = None
     device: str = "auto"
-    box: list[list[int]] | None = None
-    point: list[list[int]] | None = None
-    neg_point: list[list[int]] | None = None
+    box: list[list[float]] | None = None
+    point: list[list[float]] | None = None
+    neg_point: list[list[float]] | None = None
     axis: str = "auto"
     slices: list[int] | None = None
     threshold: float = 0.5
@@ -179,12 +179,37 @@ def terminal_event(
     return {"type": "error", "kind": error.kind, "message": str(error), "exit_code": EXIT_CODES[error.kind]}
 
 
+def record_final_event(job: TrainJob | PredictJob | None, event: dict[str, Any]) -> None:
+    """Add a training run's final event (``error``/``cancelled``) to its run folder's ``events.jsonl``.
+
+    The worker and ``samtune train`` both call it, so the folder tells how the run ended (and a run
+    that failed before its first checkpoint can be replaced, see :attr:`samtune.runs.RunFolder.never_trained`).
+    """
+    if isinstance(job, TrainJob):
+        from samtune.runs import RunFolder
+
+        folder = RunFolder(job.run_dir)
+        if folder.job.is_file():
+            folder.append_event(event_line(event))
+
+
 def job_to_dict(job: TrainJob | PredictJob) -> dict[str, Any]:
     """The job as JSON data."""
     return config_to_dict(job)
 
 
 # --- training -------------------------------------------------------------------------------------
+
+
+def _portable(model_dir: Path, run_dir: Path) -> str:
+    """The model folder as the run's ``job.json`` stores it: relative when it lies inside the run folder or
+    beside it (so a copied pair stays a pair), else absolute (another drive, or far away)."""
+    try:
+        relative = os.path.relpath(Path(model_dir).resolve(), run_dir)
+    except ValueError:  # Windows: another drive
+        return str(Path(model_dir).resolve())
+    ups = [n for n, part in enumerate(Path(relative).parts) if part == ".."]
+    return relative if ups in ([], [0]) else str(Path(model_dir).resolve())
 
 
 def load_run_job(run_dir: str | Path, *, device: str | None = None) -> TrainJob:
@@ -245,7 +270,7 @@ def run_train_job(
             run.prepare(resume=resume)
             if not resume:  # paths relative to the run folder: a copied or moved run folder resumes where it is
                 stored = job_to_dict(job)
-                stored.update(run_dir=".", manifest=run.manifest.name, model_dir=os.path.relpath(model_dir, run.path))
+                stored.update(run_dir=".", manifest=run.manifest.name, model_dir=_portable(model_dir, run.path))
                 run.write_json(run.job, stored)
                 run.write_json(run.config, config.to_dict())
                 run.write_json(run.manifest, {"cases": entries})
@@ -464,6 +489,7 @@ __all__ = [
     "job_to_dict",
     "load_job",
     "load_run_job",
+    "record_final_event",
     "run_predict_job",
     "run_train_job",
     "terminal_event",

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from samtune.atomic import as_if_created
 from samtune.errors import OutputError, WeightsError
 from samtune.io.model_card import MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from samtune.paths import user_dir
-from samtune.runs import as_if_created
 
 #: Largest weights file an import accepts (a full ViT-H fine-tune is ~2.5 GB).
 MAX_IMPORT_BYTES = 4 << 30
@@ -216,7 +216,7 @@ class ModelLibrary:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    from samtune.runs import atomic_write_text
+    from samtune.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2))
 

@@ -47,6 +47,8 @@ def normalized_surface_dice(
 
     p_surface, p_distance = _surface_and_distance(p, spacing)
     r_surface, r_distance = _surface_and_distance(r, spacing)
+    if not p_surface.any() and not r_surface.any():  # both fill the whole grid (the border is no surface)
+        return 1.0 if np.array_equal(p, r) else 0.0
     close_p = np.count_nonzero(r_distance[p_surface] <= tolerance_mm)
     close_r = np.count_nonzero(p_distance[r_surface] <= tolerance_mm)
     return (close_p + close_r) / (np.count_nonzero(p_surface) + np.count_nonzero(r_surface))
@@ -95,4 +97,6 @@ def hausdorff_95(prediction: np.ndarray, reference: np.ndarray, *, spacing: tupl
         return float("inf")
     p_surface, p_distance = _surface_and_distance(p, spacing)
     r_surface, r_distance = _surface_and_distance(r, spacing)
+    if not p_surface.any() or not r_surface.any():  # a mask filling the whole grid has no surface to measure
+        return 0.0 if np.array_equal(p, r) else float("inf")
     return float(max(np.percentile(r_distance[p_surface], 95), np.percentile(p_distance[r_surface], 95)))

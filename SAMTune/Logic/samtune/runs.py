@@ -22,13 +22,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from samtune.atomic import as_if_created, atomic_write, atomic_write_bytes, atomic_write_text, umask_mode
 from samtune.errors import OutputError
 
 #: Free space a run folder needs before training starts (checkpoints, curves, the model).
@@ -36,45 +34,6 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 
 #: The file a user (or a platform without signals) creates to ask the run to stop.
 STOP_FILE = "STOP"
-
-
-def umask_mode(*, directory: bool = False) -> int:
-    """The permission bits the user's umask gives a new file (``0o666 & ~umask``) or folder (``0o777 & ~umask``)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
-
-
-def as_if_created(path: str | Path, *, directory: bool = False) -> None:
-    """Give a file or folder made by ``tempfile`` (always 0600 / 0700) the mode a plain create would
-    have given it, so outputs and model folders follow the user's umask (a shared group can read them)."""
-    os.chmod(path, umask_mode(directory=directory))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename."""
-    atomic_write(path, lambda stream: stream.write(data))
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(stream)`` on a temporary sibling of ``path``, flush it to disk, then rename it
-    over ``path``: readers see the old file or the complete new one, never a part."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        as_if_created(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class RunFolder:
@@ -99,10 +58,18 @@ class RunFolder:
 
     @property
     def never_trained(self) -> bool:
-        """The folder holds a run that stopped before its first checkpoint (bad data, a missing device):
-        nothing in it is worth keeping, so a new run may replace it."""
+        """The folder holds a run that failed before its first checkpoint (bad data, a missing device):
+        its last recorded event is an ``error``, and it has no checkpoint, metrics or model, so nothing
+        in it is worth keeping and a new run may replace it. A run still starting (no final event) or
+        any other folder does not count."""
         has_checkpoint = self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
-        return self.job.is_file() and not has_checkpoint and not self.metrics.is_file() and not self.model.exists()
+        if not self.job.is_file() or has_checkpoint or self.metrics.is_file() or self.model.exists():
+            return False
+        try:
+            lines = self.events.read_text(encoding="utf-8").splitlines()
+            return bool(lines) and json.loads(lines[-1]).get("event") == "error"
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def check_start(self, *, resume: bool) -> None:
         """Refuse a new run into a non-empty folder, or a resume where there is no run (creates nothing).

@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from samtune.errors import EXIT_CODES, SAMTuneError
 from samtune.events import EventWriter
@@ -28,6 +28,7 @@ from samtune.jobs import (
     TrainJob,
     load_job,
     load_run_job,
+    record_final_event,
     run_predict_job,
     run_train_job,
     terminal_event,
@@ -52,17 +53,6 @@ class StopFlag:
 
     def __call__(self) -> bool:
         return self.requested
-
-
-def _record(job: TrainJob | PredictJob | None, event: dict[str, Any]) -> None:
-    """Add a final event to the run folder's ``events.jsonl`` when the run folder exists."""
-    if isinstance(job, TrainJob):
-        from samtune.events import event_line
-        from samtune.runs import RunFolder
-
-        folder = RunFolder(job.run_dir)
-        if folder.job.is_file():
-            folder.append_event(event_line(event))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +97,7 @@ def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> i
     except SAMTuneError as error:
         final = terminal_event(error, job, signal=stop.signal)
         emit(final)
-        _record(job, final)
+        record_final_event(job, final)
         print(f"samtune worker: {error}", file=sys.stderr)
         return EXIT_CODES.get(error.kind, 1)
     except Exception as error:  # noqa: BLE001 - the protocol must report every failure

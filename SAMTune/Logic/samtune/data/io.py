@@ -6,8 +6,10 @@ renamed into place, so a failed or interrupted write never leaves a half file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -16,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from samtune.atomic import as_if_created
 from samtune.data.formats import IMAGE_SUFFIXES, PICTURE_SUFFIXES, WRITE_SUFFIXES
 from samtune.data.volume import Geometry, Volume, require_integer_labels
 from samtune.errors import DataError, LabelError, OutputError, UnsupportedImageError
-from samtune.runs import as_if_created
+
+logger = logging.getLogger(__name__)
 
 #: ``Volume.metadata`` key holding ``{segment name: label value}`` as JSON.
 SEGMENT_NAMES_KEY = "segment_names"
@@ -65,8 +69,35 @@ def _read_dicom_folder(folder: Path) -> Volume:
             f"Folder '{folder}' holds {len(series)} DICOM series ({', '.join(series[:3])}...). "
             "Put each series in its own folder."
         )
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return _from_sitk(reader.Execute(), str(folder))
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    _warn_uneven_slices(reader, len(files), folder)
+    return _from_sitk(image, str(folder))
+
+
+def _warn_uneven_slices(reader: sitk.ImageSeriesReader, count: int, folder: Path) -> None:
+    """Say so when a series' slice positions are not evenly spaced (missing or doubled slices).
+
+    ITK prints its own warning for this; SAMTune hides ITK's printouts unless ``-v`` and says it in
+    words instead, naming the folder.
+    """
+    positions = []
+    for n in range(count):
+        if not reader.HasMetaDataKey(n, "0020|0032"):
+            return
+        with contextlib.suppress(ValueError):
+            positions.append([float(v) for v in reader.GetMetaData(n, "0020|0032").split("\\")])
+    if len(positions) < 3:
+        return
+    steps = np.linalg.norm(np.diff(np.asarray(positions), axis=0), axis=1)
+    if steps.max() - steps.min() > 0.01 * max(float(np.median(steps)), 1e-6):
+        logger.warning(
+            "DICOM series in '%s' has uneven slice spacing (%.3g to %.3g mm between slices): slices may be missing "
+            "or doubled, and the volume's geometry assumes even spacing. Check the series.",
+            folder, float(steps.min()), float(steps.max()),
+        )  # fmt: skip
 
 
 def _read_picture(path: Path) -> Volume:
@@ -201,13 +232,21 @@ def _verify_written(image: sitk.Image, temporary: str) -> None:
         back = sitk.ReadImage(temporary)
     except RuntimeError as error:
         raise OSError(errno.EIO, f"the file written cannot be read back ({str(error).strip()[:120]})") from error
-    if back.GetSize() != image.GetSize() or not np.array_equal(sitk.GetArrayViewFromImage(back),
-                                                               sitk.GetArrayViewFromImage(image)):  # fmt: skip
+    written, wanted = sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image)
+    if written.shape != wanted.shape:
+        raise OSError(errno.EIO, "the file written reads back with another size (a partial write)")
+    if np.issubdtype(wanted.dtype, np.floating):  # ITK's NIfTI writer stores NaN as 0: only numbers must match
+        known = ~np.isnan(wanted)
+        same = bool(np.array_equal(written[known], wanted[known]))
+    else:
+        same = bool(np.array_equal(written, wanted))
+    if back.GetSize() != image.GetSize() or not same:
         raise OSError(errno.EIO, "the file written reads back with other voxels (a partial write)")
 
 
 def _fsync(path: str | Path, *, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    # Windows flushes a file only through a handle that may write (FlushFileBuffers)
+    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if directory else os.O_RDWR
     try:
         handle = os.open(path, flags)
     except OSError:
@@ -242,7 +281,8 @@ def _atomic_write(image: sitk.Image, path: Path, suffix: str) -> None:
         _fsync(temporary)
         as_if_created(temporary)
         os.replace(temporary, path)
-        _fsync(path.parent, directory=True)
+        with contextlib.suppress(OSError):  # written and renamed already; some file systems refuse folder fsync
+            _fsync(path.parent, directory=True)
     except (RuntimeError, OSError) as error:
         Path(temporary).unlink(missing_ok=True)
         full = isinstance(error, OSError) and error.errno in _NO_SPACE or _disk_full(path)

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 import samtune
+from samtune.atomic import as_if_created
 from samtune.config_io import config_from_dict
-from samtune.errors import ConfigurationError, OutputError, WeightsError
+from samtune.errors import ConfigurationError, OutputError, TrainingDivergedError, WeightsError
 from samtune.io.model_card import CARD_VERSION, MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from samtune.models import (
     build_model,
@@ -33,7 +34,6 @@ from samtune.models import (
 )
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import FineTuneConfig, apply_finetuning
-from samtune.runs import as_if_created
 
 
 def backbone_hash(name: str, weights: str | Path | None = None) -> str | None:
@@ -66,7 +66,7 @@ def save_trained_model(
     state: dict[str, torch.Tensor] = {n: p for n, p in model.named_parameters() if p.requires_grad}
     broken = [n for n, p in state.items() if not bool(torch.isfinite(p).all())]
     if broken:
-        raise OutputError(
+        raise TrainingDivergedError(
             f"Not saving model '{folder.name}': {len(broken)} weight tensor(s) hold NaN or infinite values "
             f"(e.g. {broken[0]}); training diverged. Lower the learning rate and train again."
         )

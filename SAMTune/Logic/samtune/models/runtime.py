@@ -119,9 +119,7 @@ def _torch_runtime(model: SamModel, reason: str) -> EncoderRuntime:
 def _onnxruntime_problem(model: SamModel, *, explicit: bool) -> str | None:
     if model.tiny and not explicit:
         return "a tiny test configuration (exporting it would cost more than it saves)"
-    from samtune.peft.conv_lora.layer import ConvLoRAQKV
-
-    if any(isinstance(module, ConvLoRAQKV) for module in model.image_encoder.modules()):
+    if any(getattr(module, "routes_per_input", False) for module in model.image_encoder.modules()):
         return "its Conv-LoRA layers route each input to an expert, which a traced graph cannot follow"
     if model.device.type != "cpu":
         return f"the model is on {model.device.type}, and ONNX Runtime is used only for the CPU"

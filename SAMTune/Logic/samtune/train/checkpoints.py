@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from samtune.atomic import atomic_write
 from samtune.errors import OutputError
 from samtune.models.weights import sha256_file
-from samtune.runs import atomic_write
 
 logger = logging.getLogger(__name__)
 

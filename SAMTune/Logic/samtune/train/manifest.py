@@ -11,6 +11,7 @@ Relative paths are relative to the manifest file. Every problem is reported at o
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:  # reading images needs SimpleITK and training cases need torc
 _CASE_KEYS = {"id", "image", "label", "structures", "fully_labelled", "empty_slices", "split"}
 
 
+logger = logging.getLogger(__name__)
+
+
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     """The manifest's case entries with absolute paths.
 
@@ -30,8 +34,12 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
         DataError: Unreadable JSON, unknown keys, missing fields or files (all listed together).
     """
     entries, problems = _entries(path)
-    if problems:
+    notes = [p for p in problems if p.startswith(_UNKNOWN_TOP)]  # extra top-level keys: said, not fatal
+    if len(notes) < len(problems):
+        problems = [p for p in problems if p not in notes]
         raise DataError(f"Manifest '{path}' has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    for note in notes:
+        logger.warning("Manifest '%s': %s", path, note)
     return entries
 
 
@@ -46,9 +54,9 @@ def _entries(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     if not isinstance(cases, list) or not cases:
         raise DataError(f"Manifest '{path}' needs a non-empty list under \"cases\".")
     problems: list[str] = []
-    unknown_top = sorted(set(data) - {"cases", "version", "description"})
+    unknown_top = sorted(set(data) - {"cases", "version", "description", "name"})
     if unknown_top:
-        problems.append(f'unknown top-level keys {unknown_top} (a manifest holds "cases")')
+        problems.append(f'{_UNKNOWN_TOP} {unknown_top} (a manifest holds "cases"; a typo?)')
     seen: set[str] = set()
     out = []
     for n, case in enumerate(cases):
@@ -59,11 +67,14 @@ def _entries(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         unknown = sorted(set(case) - _CASE_KEYS)
         if unknown:
             problems.append(f"case {name}: unknown keys {unknown}")
+        if isinstance(case.get("id"), int) and not isinstance(case["id"], bool):
+            case = {**case, "id": str(case["id"])}  # numeric ids are names too
         for key in ("id", "image", "label"):
             if key not in case:
                 problems.append(f"case {name}: missing '{key}'")
             elif not isinstance(case[key], str) or not case[key]:
-                problems.append(f"case {name}: '{key}' must be a file name (text), got {case[key]!r}")
+                what = "a name (text or a number)" if key == "id" else "a file name (text)"
+                problems.append(f"case {name}: '{key}' must be {what}, got {case[key]!r}")
         if isinstance(case.get("id"), str):
             if case["id"] in seen:
                 problems.append(f"case {name}: the id is used by another case; give each case its own id")
@@ -84,6 +95,9 @@ def _entries(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         out.append(entry)
     return out, problems
 
+
+#: How a problem about unknown top-level keys starts (reported by the check, only a warning when training).
+_UNKNOWN_TOP = "unknown top-level keys"
 
 #: Suffixes a label file may add to its image's name (``case01_label.nii.gz`` for ``case01.nii.gz``).
 LABEL_NAME_SUFFIXES = ("", "_label", "-label", "_labels", "-labels", "_seg", "-seg", "_mask", "-mask", ".seg")

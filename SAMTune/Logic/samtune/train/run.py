@@ -65,7 +65,8 @@ def _stop_while_caching(on_event: EventCallback | None, should_stop: Callable[[]
         if event.get("type") == "progress" and event.get("stage") == "cache" and should_stop():
             raise TrainingCancelledError(
                 f"Training was cancelled while computing image embeddings ({event.get('step')} of "
-                f"{event.get('total')} slices), before the first step; resuming starts it from the beginning."
+                f"{event.get('total')} slices), before this attempt's first step; to resume, run it again with "
+                "--resume (it continues from the last checkpoint, or starts afresh when there is none)."
             )
 
     return events

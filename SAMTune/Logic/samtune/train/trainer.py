@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from samtune.errors import SAMTuneError
+from samtune.errors import OutOfMemoryError, SAMTuneError, TrainingCancelledError, TrainingDivergedError
 from samtune.metrics import dice, normalized_surface_dice
 from samtune.models.sam_model import SamModel
 from samtune.peft.conv_lora import balance_loss
@@ -35,24 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: ``on_event(event)`` receives dicts with a ``"type"`` key: progress, metrics, log.
 EventCallback = Callable[[dict[str, Any]], None]
-
-
-class TrainingDivergedError(SAMTuneError, RuntimeError):
-    """The loss became NaN or infinite."""
-
-    kind = "diverged"
-
-
-class TrainingCancelledError(SAMTuneError):
-    """The run was asked to stop; a checkpoint was written (when a checkpoint hook was given)."""
-
-    kind = "cancelled"
-
-
-class OutOfMemoryError(SAMTuneError, RuntimeError):
-    """The device ran out of memory."""
-
-    kind = "out_of_memory"
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 
 from samtune.cli import main
 from samtune.data import Geometry, Volume, make_phantom, write_phantom_cases, write_volume
-from samtune.errors import ConfigurationError, OutputError
+from samtune.errors import ConfigurationError, TrainingDivergedError
 from samtune.io.model_folder import save_trained_model
 from samtune.models import build_tiny_model
 from samtune.peft.apply import FineTuneConfig, apply_finetuning
@@ -113,7 +113,7 @@ def test_a_model_with_non_finite_weights_is_never_saved(tmp_path: Path):
     net = build_tiny_model("sam_vit_b", seed=0)
     apply_finetuning(net, FineTuneConfig())
     next(p for p in net.parameters() if p.requires_grad).data.fill_(float("nan"))
-    with pytest.raises(OutputError, match="NaN or infinite"):
+    with pytest.raises(TrainingDivergedError, match="NaN or infinite"):  # exit 7, "diverged"
         save_trained_model(tmp_path / "m", net, train_config={}, structure="s", data_summary={}, metrics={},
                            extra={"tiny": True})  # fmt: skip
     assert not (tmp_path / "m").exists() and list(tmp_path.iterdir()) == []
@@ -240,18 +240,28 @@ def test_a_copied_run_folder_resumes_where_it_is(tmp_path: Path):
 
 
 def test_a_run_that_never_trained_can_be_retried_or_resumed_on_another_device(tmp_path: Path):
-    from samtune.errors import SAMTuneError
-    from samtune.jobs import load_run_job, run_train_job
+    from samtune.jobs import job_to_dict, load_run_job, run_train_job
+    from samtune.worker import run
 
     write_phantom_cases(tmp_path, n=3)
     good = (tmp_path / "image0.nii.gz").read_bytes()
+
+    def worker(*args: str) -> tuple[int, dict[str, Any]]:
+        lines: list[str] = []
+        out = type("Out", (), {"write": lambda self, t: lines.extend(t.splitlines()), "flush": lambda self: None})()
+        return run(list(args), stdout=out), json.loads(lines[-1])
+
+    def job_file(**overrides: Any) -> str:
+        path = tmp_path / "job.json"
+        path.write_text(json.dumps(job_to_dict(_train_job(tmp_path, **overrides))), encoding="utf-8")
+        return str(path)
+
     (tmp_path / "image0.nii.gz").write_bytes(b"not an image")
-    with pytest.raises(SAMTuneError):
-        run_train_job(_train_job(tmp_path), emit=lambda e: None)
+    assert worker("--job", job_file())[0] == 3  # bad data: the run folder is left with its error recorded
     assert (tmp_path / "run" / "job.json").is_file()
     (tmp_path / "image0.nii.gz").write_bytes(good)
-    with pytest.raises(SAMTuneError, match="(?i)cuda|device"):  # a device this machine does not have
-        run_train_job(_train_job(tmp_path, device="cuda:7"), emit=lambda e: None)  # the failed run is replaced
+    code, final = worker("--job", job_file(device="cuda:7"))  # the retry replaces it, and fails on the device
+    assert code == 5 and final["kind"] == "device"
     model = run_train_job(load_run_job(tmp_path / "run", device="cpu"), emit=lambda e: None, resume=True)
     assert (model / "weights.safetensors").is_file()
 
@@ -328,3 +338,77 @@ def test_library_warnings_stay_off_the_terminal_unless_verbose():
     assert quiet.returncode == 0 and "Warning" not in quiet.stderr and "litemedsam" in quiet.stdout
     verbose = _samtune("-v", "models")
     assert "FutureWarning" in verbose.stderr  # the same warnings, shown on request
+
+
+# --- found by the review of these fixes ---------------------------------------------------------------
+
+
+def test_float_images_with_nan_and_vector_images_write_and_read_back(tmp_path: Path):
+    from samtune.data import read_volume
+
+    values = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    values[1, 2, 3] = np.nan  # NRRD and MHA keep a NaN voxel; ITK's NIfTI writer stores it as 0
+    for name in ("f.nrrd", "f.nii.gz", "f.mha"):
+        back = read_volume(write_volume(Volume(values, Geometry()), tmp_path / name)).array
+        known = ~np.isnan(values)
+        assert np.array_equal(back[known], values[known]) and (name == "f.nii.gz" or np.isnan(back[1, 2, 3]))
+    rgb = Volume(np.random.default_rng(1).integers(0, 255, (1, 6, 6, 3)).astype(np.uint8), Geometry())
+    assert np.array_equal(read_volume(write_volume(rgb, tmp_path / "rgb.nrrd")).array, rgb.array)
+
+
+def test_metrics_of_masks_that_fill_the_whole_grid():
+    from samtune.metrics import hausdorff_95, normalized_surface_dice
+
+    full = np.ones((4, 6, 6), dtype=bool)
+    part = np.zeros_like(full)
+    part[1:3, 1:4, 1:4] = True
+    assert normalized_surface_dice(full, full, spacing=(1, 1, 1)) == 1.0
+    assert hausdorff_95(full, full, spacing=(1, 1, 1)) == 0
+    assert hausdorff_95(full, part, spacing=(1, 1, 1)) == float("inf")  # no surface to measure against
+
+
+def test_job_prompts_may_be_continuous_voxel_positions(tmp_path: Path):
+    from samtune.jobs import job_from_dict
+
+    job = job_from_dict({"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "box": [[1.5, 2, 0, 9.5, 9, 2]],
+                         "point": [[4.25, 5, 1]]})  # fmt: skip
+    assert job.box == [[1.5, 2, 0, 9.5, 9, 2]] and job.point == [[4.25, 5, 1]]
+
+
+def test_a_run_still_starting_or_a_plain_folder_is_never_replaced(tmp_path: Path):
+    from samtune.errors import OutputError
+    from samtune.runs import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    run.job.write_text("{}", encoding="utf-8")  # a run still computing its embeddings: no final event yet
+    run.events.write_text('{"v": 1, "event": "started"}\n', encoding="utf-8")
+    with pytest.raises(OutputError, match="already exists"):
+        run.check_start(resume=False)
+    run.events.write_text('{"v": 1, "event": "started"}\n{"v": 1, "event": "error", "kind": "data"}\n')
+    run.check_start(resume=False)  # a run that failed before its first checkpoint may be replaced
+    (run.checkpoints).mkdir()
+    (run.checkpoints / "checkpoint-3.pt").write_bytes(b"x")
+    with pytest.raises(OutputError, match="already exists"):
+        run.check_start(resume=False)
+
+
+def test_the_run_job_stores_the_model_folder_relative_only_when_it_lies_beside_the_run(tmp_path: Path):
+    from samtune.jobs import _portable
+
+    run = tmp_path / "runs" / "atrium.run"
+    assert _portable(tmp_path / "runs" / "atrium", run) == "../atrium"
+    assert _portable(run / "model", run) == "model"
+    assert _portable(tmp_path / "library" / "atrium", run) == str((tmp_path / "library" / "atrium").resolve())
+
+
+def test_extra_top_level_manifest_keys_are_reported_but_do_not_stop_training(tmp_path: Path, caplog):
+    from samtune.train.manifest import read_manifest
+
+    write_phantom_cases(tmp_path, n=2)
+    data = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+    data["created_by"] = "a script"
+    data["cases"][0]["id"] = 7  # numeric ids are names too
+    (tmp_path / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    entries = read_manifest(tmp_path / "manifest.json")
+    assert len(entries) == 2 and "created_by" in caplog.text

@@ -62,6 +62,10 @@ class ConvLoRAQKV(PeftWrapper):
         balance_weight: Weight of this layer's load-balancing loss.
     """
 
+    #: Each input picks its own expert (noisy top-1 gate): a traced graph (ONNX export) would freeze
+    #: one route, so encoders holding such a layer are never exported (``samtune.models.runtime``).
+    routes_per_input = True
+
     def __init__(
         self,
         base_layer: nn.Linear,
