@@ -48,6 +48,7 @@ SETUP_MODULES = (
     "samtune.data.slicing",
     "samtune.data.volume",
     "samtune.io.model_card",
+    "samtune.jobs",
     "samtune.library",
     "samtune.models.registry",
     "samtune.models.weights",

@@ -92,6 +92,19 @@ def volumeToCore(volumeNode) -> Volume:
     return volume
 
 
+def gridOf(volumeNode) -> Volume:
+    """The volume's grid and geometry as a core ``Volume`` whose voxels are not copied (a zero-stride
+    array of the right shape): what a grid check needs, at no cost for a large volume."""
+    return Volume(array=np.broadcast_to(np.zeros((), np.uint8), gridShape(volumeNode)),
+                  geometry=geometryFromIjkToRas(ijkToRasOfVolume(volumeNode)))  # fmt: skip
+
+
+def gridShape(volumeNode) -> tuple[int, int, int]:
+    """``(K, J, I)`` of the volume's voxel grid."""
+    dims = volumeNode.GetImageData().GetDimensions()
+    return dims[2], dims[1], dims[0]
+
+
 def referenceImage(volumeNode, scalarType: int = vtk.VTK_UNSIGNED_CHAR) -> slicer.vtkOrientedImageData:
     """An empty oriented image on the volume's grid (node-local coordinates)."""
     dims = volumeNode.GetImageData().GetDimensions()

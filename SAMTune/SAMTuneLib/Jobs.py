@@ -23,7 +23,8 @@ import time
 from typing import Any, Callable
 
 from samtune.client import WORKER_ENV, JobResult, JobState, WorkerClient, python_for_worker, worker_command
-from SAMTuneLib.Geometry import volumeToCore
+from samtune.jobs import PredictJob, TrainJob
+from SAMTuneLib.Geometry import gridOf, volumeToCore
 from SAMTuneLib.Segments import SegmentationUndo, writeMaskToSegment
 from SAMTuneLib.TrainingData import casesFrom, exportTrainingSet
 
@@ -31,6 +32,17 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a job gets to stop (and write its checkpoint) on scene close or quit before it is killed.
 STOP_GRACE_S = 5.0
+
+
+def _writeJob(job, path: str) -> str:
+    """Write a job file the worker reads (the core's own job classes and serialiser, written atomically)."""
+    from pathlib import Path
+
+    from samtune.atomic import atomic_write_text
+    from samtune.jobs import job_to_dict
+
+    atomic_write_text(Path(path), json.dumps(job_to_dict(job), indent=2) + "\n")
+    return path
 
 
 class Job:
@@ -143,7 +155,7 @@ class PredictionJob(Job):
         volume = self.volumeNode
         if volume is None or volume.GetScene() is None:
             raise ValueError("The volume was removed from the scene before its segmentation finished.")
-        label = read_label(pending["out"], reference=volumeToCore(volume))
+        label = read_label(pending["out"], reference=gridOf(volume))  # the grid only: no copy of the voxels
         segmentation = self.segmentationNode
         if segmentation is not None and segmentation.GetScene() is None:
             raise ValueError("The target segmentation was removed from the scene.")
@@ -197,16 +209,9 @@ class JobRunner:
         runDir = os.path.join(runsFolder, f"{name}-{stamp}".replace(" ", "_"))
         dataDir = runDir + "-data"
         manifest = exportTrainingSet(casesFrom(cases), dataDir)
-        job: dict[str, Any] = {"version": 1, "kind": "train", "preset": preset, "manifest": manifest,
-                               "run_dir": runDir, "overrides": dict(overrides or {}),
-                               "model_dir": modelDir}  # fmt: skip
-        if structure:
-            job["structure"] = structure
-        if tiny:
-            job["tiny"] = True
-        jobPath = os.path.join(dataDir, "job.json")
-        with open(jobPath, "w", encoding="utf-8") as handle:
-            json.dump(job, handle, indent=2)
+        job = TrainJob(manifest=manifest, run_dir=runDir, preset=preset, overrides=dict(overrides or {}),
+                       structure=structure or None, model_dir=modelDir, tiny=tiny)  # fmt: skip
+        jobPath = _writeJob(job, os.path.join(dataDir, "job.json"))
         return self.start(Job(self._client(worker_command(self.python, job=jobPath), runDir), "train"))
 
     def resume(self, runDir: str) -> Job:
@@ -227,15 +232,13 @@ class JobRunner:
         try:
             image = write_volume(volumeToCore(volumeNode), os.path.join(work, "image.nrrd"))
             out = os.path.join(work, "label.nrrd")
-            job = {"version": 1, "kind": "predict", "image": str(image), "out": out, "model": modelPath,
-                   "threshold": float(threshold), "device": device, "slice_search": int(sliceSearch),
-                   "axis": axis, "name": structure}  # fmt: skip
+            slices = None
             if sliceRange is not None:
                 first, last = (int(v) for v in sliceRange)
-                job["slices"] = [min(first, last), max(first, last) + 1]
-            jobPath = os.path.join(work, "job.json")
-            with open(jobPath, "w", encoding="utf-8") as handle:
-                json.dump(job, handle)
+                slices = [min(first, last), max(first, last) + 1]
+            job = PredictJob(image=str(image), out=out, model=modelPath, threshold=float(threshold), device=device,
+                             slice_search=int(sliceSearch), axis=axis, name=structure, slices=slices)  # fmt: skip
+            jobPath = _writeJob(job, os.path.join(work, "job.json"))
             client = self._client(worker_command(self.python, job=jobPath))
             prediction = PredictionJob(client, volumeNode=volumeNode, segmentationNode=segmentationNode, outPath=out,
                                        workDir=work, structure=structure, mode=mode)  # fmt: skip

@@ -12,7 +12,7 @@ import numpy as np
 import slicer
 from vtk.util import numpy_support
 
-from SAMTuneLib.Geometry import isEmpty, orientedToArray, referenceImage, transformBetween
+from SAMTuneLib.Geometry import gridShape, isEmpty, orientedToArray, referenceImage, transformBetween
 
 #: Segment colours for predicted structures (Slicer's first generic anatomy colours).
 DEFAULT_COLORS = [
@@ -73,10 +73,10 @@ def segmentMask(segmentationNode, segmentId: str, volumeNode) -> np.ndarray:
     Raises:
         ValueError: Unknown segment id, or segments that cannot be converted to a labelmap.
     """
-    reference = referenceImage(volumeNode)
     labelmap = segmentLabelmap(segmentationNode, segmentId)
     if labelmap is None:
-        return np.zeros(orientedToArray(reference).shape, dtype=bool)
+        return np.zeros(gridShape(volumeNode), dtype=bool)
+    reference = referenceImage(volumeNode)
     resampled = slicer.vtkOrientedImageData()
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
         labelmap, reference, resampled, False, False, transformBetween(segmentationNode, volumeNode), 0
@@ -104,7 +104,7 @@ def labelsFromSegments(segmentationNode, segmentIds: list[str], volumeNode):
 
     if not segmentIds:
         raise ValueError(f"No segment chosen in '{segmentationNode.GetName()}'. Pick the segment(s) to learn.")
-    label = np.zeros(orientedToArray(referenceImage(volumeNode)).shape, dtype=np.uint8)
+    label = np.zeros(gridShape(volumeNode), dtype=np.uint8)
     structures: dict[str, int] = {}
     segmentation = segmentationNode.GetSegmentation()
     for value, segmentId in enumerate(segmentIds, start=1):

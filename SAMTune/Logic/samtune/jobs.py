@@ -376,11 +376,8 @@ def check_output_path(path: Path, *, inputs: Sequence[str | Path] = ()) -> None:
         raise OutputError(f"Cannot write '{path}': unsupported file type. Use one of {', '.join(OUTPUT_SUFFIXES)}.")
     if not path.parent.is_dir():
         raise OutputError(f"Cannot write '{path}': the folder '{path.parent}' does not exist. Create it first.")
-    for source in inputs:
-        same = Path(source).resolve() == path.resolve()
-        if not same and path.exists() and Path(source).exists():
-            same = os.path.samefile(source, path)
-        if same:
+    for source in inputs:  # the same path, through a link, or a hard link of it
+        if Path(source).resolve() == path.resolve() or (path.exists() and os.path.samefile(source, path)):
             raise OutputError(
                 f"--out '{path}' is the input image '{source}': the label map would replace your image. "
                 "Choose another output file."

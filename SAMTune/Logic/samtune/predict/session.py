@@ -314,7 +314,7 @@ class SessionPool:
             self._model = load_model().eval()
         elif self._key[1] != volume_key:
             self._close_sessions()
-        if self._volume is None or self._key is None or self._key[1] != volume_key:
+        if self._volume is None:  # dropped with the sessions above, or never loaded
             self._volume = load_volume()
         self._key = (model_key, volume_key)
         session = self._sessions.get(axis)
