@@ -554,7 +554,7 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
 
     def resolveModel(self, model):
         """``(model folder or backbone name, structure)`` for a library name, a model folder or a backbone."""
-        from samtune.io.model_card import read_model_card
+        from samtune.library.card import read_model_card
 
         if os.path.isdir(model):
             return model, str(read_model_card(model).get("structure", "SAMTune"))

@@ -30,7 +30,7 @@ from samtune.data import make_phantom
 from samtune.models import build_model
 from samtune.peft import apply_finetuning
 from samtune.train import Trainer, TrainingCase, build_samples, list_presets
-from samtune.train.run import fine_tune
+from samtune.train.fine_tuning import fine_tune
 
 
 def _samples(model, config, n_slices: int):  # type: ignore[no-untyped-def]

@@ -75,7 +75,8 @@ def main() -> None:
             if command is None:  # in-process
                 import torch
 
-                from samtune.jobs import load_job, run_train_job
+                from samtune.worker.jobs import load_job
+                from samtune.worker.train_job import run_train_job
 
                 torch.set_num_threads(threads)
                 run_train_job(load_job(job), emit=lambda event: None)  # type: ignore[arg-type]

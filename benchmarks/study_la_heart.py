@@ -59,7 +59,7 @@ from samtune.metrics import dice, normalized_surface_dice
 from samtune.models import SamModel, build_model
 from samtune.models.runtime import encoder_runtime
 from samtune.predict import boxes_from_label, keep_largest_component, search_slices
-from samtune.predict.volume import _decode_prompted
+from samtune.predict.decode import decode_prompted
 from samtune.train import TrainingCase, fine_tune, load_preset
 
 BUDGETS = {"s4": 4, "s8": 8, "vol1": 88, "vol3": 264}  # labelled slices (vol: 88 per volume)
@@ -80,7 +80,7 @@ def box_masks(model: SamModel, embeddings: torch.Tensor, grid: Any, reference: n
     prompts = boxes_from_label(reference, axis=0)
     out = np.zeros(reference.shape, dtype=bool)
     for s, prompt in prompts.items():
-        logits = _decode_prompted(model, embeddings[s : s + 1].float(), [prompt], grid.resize.apply_coords)
+        logits = decode_prompted(model, embeddings[s : s + 1].float(), [prompt], grid.resize.apply_coords)
         out[s] = grid.logits_to_masks(logits)[0]
     return out
 

@@ -50,7 +50,7 @@ def _sample_curve(width: int):
 
     from PySide6.QtGui import QPixmap
 
-    from samtune.runs import RunFolder
+    from samtune.worker.run_folder import RunFolder
 
     history = [
         {"epoch": e, "loss": 0.9 * 0.8**e + 0.1, "val_dice": min(0.83, 0.2 + 0.08 * e), "lr": 0.005}

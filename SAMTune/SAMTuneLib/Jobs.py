@@ -22,8 +22,10 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from samtune.client import WORKER_ENV, JobResult, JobState, WorkerClient, python_for_worker, worker_command
-from samtune.jobs import PredictJob, TrainJob
+from samtune.data.slicing import SliceConfig
+from samtune.predict.config import PredictConfig
+from samtune.worker.client import WORKER_ENV, JobResult, JobState, WorkerClient, python_for_worker, worker_command
+from samtune.worker.jobs import PredictJob, TrainJob
 from SAMTuneLib.Geometry import gridOf, volumeToCore
 from SAMTuneLib.Segments import SegmentationUndo, writeMaskToSegment
 from SAMTuneLib.TrainingData import casesFrom, exportTrainingSet
@@ -39,7 +41,7 @@ def _writeJob(job, path: str) -> str:
     from pathlib import Path
 
     from samtune.atomic import atomic_write_text
-    from samtune.jobs import job_to_dict
+    from samtune.worker.jobs import job_to_dict
 
     atomic_write_text(Path(path), json.dumps(job_to_dict(job), indent=2) + "\n")
     return path
@@ -49,7 +51,7 @@ class Job:
     """One worker job: its client, and what its callers want done when it ends.
 
     Attributes:
-        client: The :class:`samtune.client.WorkerClient` (``on_event`` / ``on_log`` are free for a watcher).
+        client: The :class:`samtune.worker.client.WorkerClient` (``on_event`` / ``on_log`` are free for a watcher).
         kind: ``train``, ``resume``, ``predict`` or ``devices``.
     """
 
@@ -111,6 +113,7 @@ class PredictionJob(Job):
         segmentationNode: Where the result went (set once written).
         segmentId: The segment written.
         undo: Undo for a write into an existing segmentation.
+        mask: The result as a boolean array on the volume's grid (the effect's preview keeps it).
         error: Why the finished result could not be written, if it could not.
     """
 
@@ -120,6 +123,8 @@ class PredictionJob(Job):
         self.volumeNode = volumeNode
         self.segmentationNode = segmentationNode
         self.segmentId: str | None = None
+        #: The finished result on the volume's grid (``[k, j, i]`` booleans), once written.
+        self.mask = None
         self.undo: SegmentationUndo | None = None
         self.error: str | None = None
         self.workDir = workDir
@@ -150,7 +155,7 @@ class PredictionJob(Job):
             self.discard()
 
     def _apply(self, pending: dict[str, Any]) -> None:
-        from samtune.data.io import read_label
+        from samtune.data.image_io import read_label
 
         volume = self.volumeNode
         if volume is None or volume.GetScene() is None:
@@ -164,8 +169,10 @@ class PredictionJob(Job):
             segmentation.CreateDefaultDisplayNodes()
         else:
             self.undo = SegmentationUndo(segmentation)
-        self.segmentId = writeMaskToSegment(label.array > 0, segmentation, volume, name=pending["structure"],
+        mask = label.array > 0
+        self.segmentId = writeMaskToSegment(mask, segmentation, volume, name=pending["structure"],
                                             mode=pending["mode"], undo=self.undo)  # fmt: skip
+        self.mask = mask
         self.segmentationNode = segmentation
 
 
@@ -174,7 +181,7 @@ class JobRunner:
 
     Args:
         launcher: ``launcher(args, env)`` -> a ``Popen``-like process (Slicer:
-            ``slicer.util.launchConsoleProcess``); ``None`` = :func:`samtune.client.default_launcher`.
+            ``slicer.util.launchConsoleProcess``); ``None`` = :func:`samtune.worker.client.default_launcher`.
         python: Interpreter that runs the worker (Slicer: ``PythonSlicer``).
         env: Environment added for the worker (e.g. ``PYTHONPATH`` with the core package).
         timer: Optional object with ``start()`` / ``stop()`` (a ``qt.QTimer`` whose timeout calls
@@ -226,7 +233,7 @@ class JobRunner:
         Args:
             sliceRange: ``(first, last)`` slices along ``axis``, both included; ``None`` = all.
         """
-        from samtune.data.io import write_volume
+        from samtune.data.image_io import write_volume
 
         work = tempfile.mkdtemp(prefix="samtune-predict-")
         try:
@@ -235,9 +242,11 @@ class JobRunner:
             slices = None
             if sliceRange is not None:
                 first, last = (int(v) for v in sliceRange)
-                slices = [min(first, last), max(first, last) + 1]
-            job = PredictJob(image=str(image), out=out, model=modelPath, threshold=float(threshold), device=device,
-                             slice_search=int(sliceSearch), axis=axis, name=structure, slices=slices)  # fmt: skip
+                slices = (min(first, last), max(first, last) + 1)
+            settings = PredictConfig(threshold=float(threshold), slice_search=int(sliceSearch), slice_range=slices,
+                                     slices=SliceConfig(axis=axis))  # fmt: skip
+            job = PredictJob(image=str(image), out=out, model=modelPath, device=device, name=structure,
+                             predict=settings)  # fmt: skip
             jobPath = _writeJob(job, os.path.join(work, "job.json"))
             client = self._client(worker_command(self.python, job=jobPath))
             prediction = PredictionJob(client, volumeNode=volumeNode, segmentationNode=segmentationNode, outPath=out,

@@ -39,7 +39,7 @@ class SAMTuneSelfTest(ScriptedLoadableModuleTest):
 
     def test_SetupWithoutTorch(self):
         self.delayDisplay(_("Panel set-up modules import under PythonSlicer with torch blocked"))
-        from samtune.client import python_for_worker
+        from samtune.worker.client import python_for_worker
         from SAMTuneLib.Dependencies import SETUP_MODULES
 
         code = (

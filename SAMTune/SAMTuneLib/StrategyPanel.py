@@ -77,7 +77,10 @@ class StrategyPanel:
         self._selectData(self.ui.backboneComboBox, name)
 
     def overrides(self):
-        """Preset fields edited in Advanced, plus the bound fields (issue 16 sends only the changes)."""
+        """What the user changed: the bound fields and the Advanced JSON, minus what the preset already says."""
+        from samtune.config_io import merge_overrides
+        from samtune.train.presets import changed_fields
+
         text = self.ui.presetFieldsTextEdit.toPlainText().strip()
         try:
             edited = json.loads(text) if text else {}
@@ -87,12 +90,14 @@ class StrategyPanel:
                     line=error.lineno, col=error.colno, msg=error.msg
                 )
             ) from error
+        if not isinstance(edited, dict):
+            raise ValueError(_("The preset fields must be a JSON object, like the preset's own."))
         p = self._parameterNode
-        edited.update({
+        bound = {
             "epochs": p.epochs, "batch_size": p.batchSize, "lr": p.learningRate, "seed": p.seed,
             "val_fraction": p.validationFraction, "backbone": p.backbone, "device": p.device,
-        })  # fmt: skip
-        return edited
+        }  # fmt: skip
+        return changed_fields(p.preset, merge_overrides(edited, bound))
 
     # -- dependencies --------------------------------------------------------------------------
     def ensureDependencies(self):

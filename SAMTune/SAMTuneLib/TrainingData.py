@@ -7,7 +7,6 @@ column, so one bad row never breaks the table.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +167,8 @@ def exportTrainingSet(cases: list[CaseNodes], folder: str) -> str:
     Returns:
         The manifest's path.
     """
-    from samtune.atomic import atomic_write_text
-    from samtune.data.io import write_label, write_volume
+    from samtune.data.image_io import write_label, write_volume
+    from samtune.train.manifest import write_manifest
 
     if not cases:
         raise ValueError("The training table is empty: add at least one volume with its segmentation.")
@@ -190,6 +189,4 @@ def exportTrainingSet(cases: list[CaseNodes], folder: str) -> str:
             "id": name, "image": imagePath.name, "label": labelPath.name,
             "structures": structures, "fully_labelled": bool(case.fullyLabelled),
         })  # fmt: skip
-    manifest = target / "manifest.json"
-    atomic_write_text(manifest, json.dumps({"cases": entries}, indent=2) + "\n")
-    return str(manifest)
+    return str(write_manifest(target / "manifest.json", entries))

@@ -194,7 +194,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         model = self.ui.modelComboBox.currentData
 
         def loadModel():
-            from samtune.io.model_folder import load_trained_model
+            from samtune.library.model_folder import load_trained_model
             from samtune.models import build_model
 
             return load_trained_model(model)[0] if os.path.isdir(model) else build_model(model)

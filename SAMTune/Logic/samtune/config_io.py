@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from samtune.errors import ConfigurationError, did_you_mean
@@ -19,6 +21,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, enum.Enum):
+            return value.value
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, dict):
@@ -55,6 +59,9 @@ def check_value(value: Any, hint: Any, path: str) -> None:
                 return
             except ConfigurationError as error:
                 problems.append(error)
+        real = [o for o in options if o is not type(None)]
+        if value is not None and len(real) == 1 and len(problems) == len(options):  # `X | None`: say what X wants
+            raise problems[options.index(real[0])]
         wanted = " or ".join(_NAMES.get(typing.get_origin(o) or o, getattr(o, "__name__", str(o))) for o in options)
         raise ConfigurationError(f"'{path}' must be {wanted}, got {_describe(value)}.")
     if origin in (list, tuple):
@@ -93,6 +100,15 @@ def check_value(value: Any, hint: Any, path: str) -> None:
         raise ConfigurationError(f"'{path}' must be a text, got {_describe(value)}.")
 
 
+def _nested_class(hint: Any, value: Any) -> Any:
+    """The dataclass a JSON object stands for under ``hint`` (also ``Config | None``), else ``hint``."""
+    if isinstance(value, dict) and typing.get_origin(hint) in (typing.Union, getattr(types, "UnionType", None)):
+        classes = [a for a in typing.get_args(hint) if isinstance(a, type) and dataclasses.is_dataclass(a)]
+        if len(classes) == 1:
+            return classes[0]
+    return hint
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
     """Build ``cls`` from ``data``, recursing into nested dataclass fields.
 
@@ -117,7 +133,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> 
                 f"Unknown configuration key '{path}'.{did_you_mean(key, fields)} "
                 f"Valid keys: {', '.join(sorted(fields))}."
             )
-        hint = hints.get(key)
+        hint = _nested_class(hints.get(key), value)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if not isinstance(value, (dict, hint)):
                 raise ConfigurationError(f"'{path}' must be a JSON object, got {_describe(value)}.")
@@ -133,6 +149,31 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> 
         return cls(**kwargs)
     except TypeError as error:
         raise ConfigurationError(f"Invalid configuration for {where or cls.__name__}: {error}") from error
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002 - argparse's word
+    flag: str | None = None,
+    metavar: str | tuple[str, ...] | None = None,
+    nargs: int | None = None,
+    parse: Callable[[str], Any] | None = None,
+    repeat: bool = False,
+    pair: str | None = None,
+    required: bool = False,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A configuration field that is also a command-line option, declared once with its help text.
+
+    :func:`samtune.cli.options.add_options` turns every such field of a dataclass (nested ones
+    included) into an option: ``--field-name`` unless ``flag`` says otherwise, ``store_true`` for a
+    boolean, choices for an enumeration, ``nargs`` values, ``repeat`` to give it more than once,
+    ``parse`` to read the text, and ``pair`` to fill this field and the named one from two values.
+    """
+    cli = {"help": help, "flag": flag, "metavar": metavar, "nargs": nargs, "parse": parse, "repeat": repeat,
+           "pair": pair, "required": required}  # fmt: skip
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"cli": cli})
 
 
 def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

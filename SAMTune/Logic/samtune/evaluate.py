@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from samtune.data.formats import IMAGE_SUFFIXES, case_name
-from samtune.data.io import read_label
+from samtune.data.image_io import read_label
 from samtune.errors import ConfigurationError, DataError
 from samtune.metrics import dice, hausdorff_95, normalized_surface_dice
 

@@ -11,7 +11,7 @@ import pytest
 
 from samtune.cli import main
 from samtune.data import Volume, make_phantom, read_label, write_label, write_volume
-from samtune.io import read_model_card
+from samtune.library import read_model_card
 from samtune.metrics import dice
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 from samtune.cli import main
 from samtune.data import make_phantom, read_label, write_phantom_cases, write_volume
-from samtune.io import read_model_card
+from samtune.library import read_model_card
 from samtune.metrics import dice
 
 pytestmark = pytest.mark.slow

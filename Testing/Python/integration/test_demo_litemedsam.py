@@ -31,7 +31,7 @@ def test_the_demo_fine_tunes_and_beats_the_pretrained_model_without_prompts(tmp_
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("the user's", encoding="utf-8")
     with pytest.raises(OutputError, match="not made by the demo"):
-        from samtune.demo import run_demo
+        from samtune.cli.demo import run_demo
 
         run_demo(out_dir=tmp_path / "mine", show_progress=False)
     assert (tmp_path / "mine" / "notes.txt").read_text(encoding="utf-8") == "the user's"

@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING
 from samtune._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from samtune.data.image_io import read_label, read_volume, segment_names, write_label, write_volume
     from samtune.data.intensity import CT_PRESETS, IntensityConfig, IntensityMode, PixelNorm, normalize_intensity
-    from samtune.data.io import read_label, read_volume, segment_names, write_label, write_volume
     from samtune.data.labels import (
         EmptySlicePolicy,
         labelled_slices_from_label,

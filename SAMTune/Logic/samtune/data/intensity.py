@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from samtune.config_io import option
 from samtune.enums import StrEnum
 from samtune.errors import ConfigurationError, DataError, unknown_name
 
@@ -49,11 +50,16 @@ class IntensityConfig:
         window_high: Upper bound for ``window`` mode.
     """
 
-    mode: str = "auto"
-    ct_preset: str = "soft_tissue"
+    mode: str = option(
+        "auto", flag="--intensity", help="intensity normalisation: auto, ct, percentile (0.5-99.5), window, none"
+    )
+    ct_preset: str = option("soft_tissue", help="CT window preset for --intensity ct")
     low_percentile: float = 0.5
     high_percentile: float = 99.5
-    window_low: float | None = None
+    window_low: float | None = option(
+        None, flag="--window", nargs=2, metavar=("LOW", "HIGH"), pair="window_high",
+        help="explicit window for --intensity window",
+    )  # fmt: skip
     window_high: float | None = None
 
     def __post_init__(self) -> None:

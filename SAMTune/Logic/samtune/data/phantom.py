@@ -130,7 +130,7 @@ def write_phantom_cases(
     """
     import json
 
-    from samtune.data.io import write_label, write_volume
+    from samtune.data.image_io import write_label, write_volume
 
     folder = Path(folder)
     cases = []

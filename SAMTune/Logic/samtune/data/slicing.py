@@ -6,10 +6,12 @@ numpy axis 0 is ``k``, 1 is ``j``, 2 is ``i``; ITK spacing ``(sx, sy, sz)`` belo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from samtune.config_io import option
 from samtune.data.intensity import IntensityConfig
 from samtune.data.volume import Volume
 from samtune.enums import StrEnum
@@ -47,6 +49,27 @@ def resolve_axis(volume: Volume, axis: str | int) -> int:
     return _AXIS_OF[parsed.value]
 
 
+def slice_index(ijk: Sequence[float], axis: int) -> int:
+    """The slice along numpy ``axis`` that holds continuous voxel position ``ijk = (i, j, k)`` (rounded).
+
+    numpy axis ``a`` is ITK index component ``2 - a``. The one conversion from voxels to slices: the
+    prompt book, the predictor session and the Slicer effect all use it.
+    """
+    if axis not in (0, 1, 2):
+        raise ConfigurationError(f"axis must be a numpy axis 0, 1 or 2, got {axis!r}.")
+    return int(round(float(ijk[2 - axis])))
+
+
+def in_plane_components(axis: int) -> tuple[int, int]:
+    """ITK index components ``(x, y)`` shown as the column and the row of a slice cut along numpy ``axis``.
+
+    Slicing numpy axis ``axis`` of a ``[k, j, i]`` array leaves the other two numpy axes in order;
+    the last one is the column (x).
+    """
+    row_axis, col_axis = (a for a in (0, 1, 2) if a != axis)
+    return 2 - col_axis, 2 - row_axis
+
+
 def extract_slices(array: np.ndarray, axis: int) -> np.ndarray:
     """``(K, J, I[, C])`` -> ``(N, H, W[, C])`` slices along numpy ``axis`` (a view, no copy)."""
     return np.moveaxis(np.asarray(array), axis, 0)
@@ -74,6 +97,6 @@ class SliceConfig:
         two_and_half_d: Use slices ``s-1, s, s+1`` as the three channels (edges replicated).
     """
 
-    axis: str | int = "auto"
+    axis: str | int = option("auto", help="slice axis: auto (largest spacing), k, j or i")
     intensity: IntensityConfig = field(default_factory=IntensityConfig)
-    two_and_half_d: bool = False
+    two_and_half_d: bool = option(False, help="use slices z-1, z, z+1 as the three channels")

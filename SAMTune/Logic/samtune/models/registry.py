@@ -17,6 +17,14 @@ class BackboneFamily(StrEnum):
     MOBILESAM = "mobilesam"  # TinyViT of MobileSAM, 1024² input (mobilesam-mirror)
 
 
+class Runtime(StrEnum):
+    """Where the image encoder runs for inference (see :mod:`samtune.models.runtime`)."""
+
+    AUTO = "auto"  # ONNX Runtime on a CPU when installed, else PyTorch
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """Everything needed to build a backbone and find its weights.

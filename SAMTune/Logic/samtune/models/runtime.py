@@ -36,13 +36,14 @@ import numpy as np
 import torch
 
 from samtune.errors import ConfigurationError
+from samtune.models.registry import Runtime
 from samtune.models.sam_model import SamModel
 from samtune.paths import user_dir
 
 logger = logging.getLogger(__name__)
 
 #: Runtimes accepted by :func:`encoder_runtime` (``auto`` picks ONNX Runtime on a CPU when installed).
-RUNTIMES = ("auto", "torch", "onnxruntime")
+RUNTIMES = tuple(r.value for r in Runtime)
 
 
 def runtime_cache_dir() -> Path:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     )
     from samtune.peft.config import FineTuneConfig, LearnedPromptConfig, Method, Scope
     from samtune.peft.conv_lora import ConvLoRAConfig, balance_loss, inject_conv_lora
+    from samtune.peft.learned_prompt import LearnedPrompt, attach_learned_prompt, prompt_parameters
     from samtune.peft.lora import LoRAConfig, inject_lora
-    from samtune.peft.prompt import LearnedPrompt, attach_learned_prompt, prompt_parameters
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -11,8 +11,8 @@ from samtune.peft.adapter.inject import inject_adapters
 from samtune.peft.base import InjectionReport
 from samtune.peft.config import FineTuneConfig, Method, Scope
 from samtune.peft.conv_lora.inject import inject_conv_lora
+from samtune.peft.learned_prompt import attach_learned_prompt
 from samtune.peft.lora.inject import inject_lora
-from samtune.peft.prompt import attach_learned_prompt
 
 
 def _set_trainable(module: nn.Module, trainable: bool) -> None:

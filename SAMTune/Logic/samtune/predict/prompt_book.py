@@ -6,7 +6,7 @@ slice. :class:`PromptBook` keeps them apart: each ``(axis, slice)`` has its own 
 one box, and asking for a slice's prompts returns only that slice's.
 
 Coordinates: continuous voxel ``(i, j, k)``; ``axis`` is the numpy slicing axis (0 = ``k``,
-1 = ``j``, 2 = ``i``), so the slice index of a voxel is its component ``2 - axis``, rounded.
+1 = ``j``, 2 = ``i``); a voxel's slice is :func:`samtune.data.slicing.slice_index`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from samtune.data.slicing import slice_index
 from samtune.errors import ConfigurationError
 
 Point = tuple[float, float, float]
@@ -32,13 +33,6 @@ class SlicePrompts:
         return not self.points and self.box is None
 
 
-def slice_of(ijk: Sequence[float], axis: int) -> int:
-    """The slice index along numpy ``axis`` of voxel position ``ijk``."""
-    if axis not in (0, 1, 2):
-        raise ConfigurationError(f"axis must be a numpy axis 0, 1 or 2, got {axis!r}.")
-    return int(round(float(ijk[2 - axis])))
-
-
 class PromptBook:
     """Points and boxes per ``(axis, slice)``."""
 
@@ -49,7 +43,7 @@ class PromptBook:
         """Record a point; returns its ``(axis, slice)`` key."""
         if label not in (0, 1):
             raise ConfigurationError(f"A point's label is 1 (inside) or 0 (outside), got {label!r}.")
-        key = (axis, slice_of(ijk, axis))
+        key = (axis, slice_index(ijk, axis))
         entry = self._slices.setdefault(key, SlicePrompts())
         entry.points.append((float(ijk[0]), float(ijk[1]), float(ijk[2])))
         entry.labels.append(int(label))
@@ -57,7 +51,7 @@ class PromptBook:
 
     def set_box(self, corner: Sequence[float], other: Sequence[float], *, axis: int) -> tuple[int, int]:
         """Record the box spanned by two corners on one slice (the second corner's slice; replaces its box)."""
-        index = slice_of(other, axis)
+        index = slice_index(other, axis)
         low, high = [float(v) for v in corner], [float(v) for v in other]
         low[2 - axis] = high[2 - axis] = float(index)  # a drag that ends a slice away stays on one slice
         key = (axis, index)
@@ -81,4 +75,4 @@ class PromptBook:
         return [key for key, entry in self._slices.items() if not entry.is_empty]
 
 
-__all__ = ["PromptBook", "SlicePrompts", "slice_of"]
+__all__ = ["PromptBook", "SlicePrompts"]

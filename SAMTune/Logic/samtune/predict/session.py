@@ -7,7 +7,7 @@ bounded in bytes, and can encode the next slices ahead in a background thread wh
 at the current one.
 
 Coordinates: prompts come in voxel (IJK) coordinates of the session's volume, or in the slice pixel
-frame (see :mod:`samtune.predict.prompts`); masks go back on the slice's own grid.
+frame (see :mod:`samtune.predict.user_prompts`); masks go back on the slice's own grid.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import torch
 
 from samtune.data.intensity import normalize_intensity
 from samtune.data.pipeline import SliceConfig, SliceGrid, prepare_slices, slice_grid
-from samtune.data.slicing import resolve_axis
+from samtune.data.slicing import in_plane_components, resolve_axis, slice_index
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
 from samtune.models.runtime import encoder_runtime
 from samtune.models.sam_model import SamModel
-from samtune.predict.prompts import SlicePrompt, _axis_pair
-from samtune.predict.volume import _decode_prompted
+from samtune.predict.decode import decode_prompted
+from samtune.predict.user_prompts import SlicePrompt
 
 #: Default bound of the embedding cache: 256 MB (LiteMedSAM: 1 MB per slice; SAM ViT-B: 4 MB).
 DEFAULT_CACHE_BYTES = 256 << 20
@@ -164,7 +164,7 @@ class PredictorSession:
         elif prompt.is_empty:
             return np.zeros(self._slice_shape(), dtype=bool)
         else:
-            low_res = _decode_prompted(self.model, embedding, [prompt], grid.resize.apply_coords)
+            low_res = decode_prompted(self.model, embedding, [prompt], grid.resize.apply_coords)
         return np.asarray(grid.logits_to_masks(low_res.float(), threshold=self.threshold)[0], dtype=bool)
 
     def _intensities(self, index: int) -> np.ndarray:
@@ -192,14 +192,13 @@ class PredictorSession:
         Returns:
             The slice index and the prompt in that slice's pixel frame.
         """
-        x_comp, y_comp = _axis_pair(self.axis)
-        slice_comp = 2 - self.axis
-        slices = {int(round(float(p[slice_comp]))) for p in points}
+        x_comp, y_comp = in_plane_components(self.axis)
+        slices = {slice_index(p, self.axis) for p in points}
         boxes = np.zeros((0, 4), dtype=np.float32)
         if box is not None:
             values = [float(v) for v in box]
             low, high = values[:3], values[3:]
-            slices |= {int(round(low[slice_comp])), int(round(high[slice_comp]))}
+            slices |= {slice_index(low, self.axis), slice_index(high, self.axis)}
             boxes = np.asarray([[min(low[x_comp], high[x_comp]), min(low[y_comp], high[y_comp]),
                                  max(low[x_comp], high[x_comp]), max(low[y_comp], high[y_comp])]])  # fmt: skip
         if len(slices) != 1:

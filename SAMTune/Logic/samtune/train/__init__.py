@@ -18,9 +18,16 @@ if TYPE_CHECKING:
         TrainConfig,
     )
     from samtune.train.data import SliceSamples, TrainingCase, build_samples
+    from samtune.train.fine_tuning import FineTuneOutcome, fine_tune
     from samtune.train.losses import dice_ce_loss, soft_dice_loss, structure_loss
-    from samtune.train.presets import Preset, list_presets, load_preset, presets_dir
-    from samtune.train.run import FineTuneOutcome, fine_tune
+    from samtune.train.presets import (
+        Preset,
+        changed_fields,
+        list_presets,
+        load_preset,
+        presets_dir,
+        resolve_train_config,
+    )
     from samtune.train.schedule import make_scheduler, warmup_poly_factor
     from samtune.train.trainer import (
         OutOfMemoryError,

@@ -27,6 +27,16 @@ _CASE_KEYS = {"id", "image", "label", "structures", "fully_labelled", "empty_sli
 logger = logging.getLogger(__name__)
 
 
+def write_manifest(path: str | Path, entries: list[dict[str, Any]]) -> Path:
+    """Write ``{"cases": entries}`` to ``path`` atomically: the one manifest writer (the command line's
+    ``samtune manifest``, a run folder's copy, the Slicer module's export)."""
+    from samtune.atomic import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps({"cases": entries}, indent=2) + "\n")
+    return path
+
+
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     """The manifest's case entries with absolute paths.
 
@@ -167,7 +177,7 @@ def validate_manifest(path: str | Path) -> list[str]:
     """Every problem of a manifest: its structure, missing files, unreadable images and labels,
     label grids that differ from their image's, structures whose value is absent. Empty when fine.
     """
-    from samtune.data.io import read_label, read_volume
+    from samtune.data.image_io import read_label, read_volume
 
     try:
         entries, problems = _entries(path)
@@ -189,20 +199,24 @@ def validate_manifest(path: str | Path) -> list[str]:
 
 
 def cases_from_manifest(path: str | Path, *, structure: str | None = None) -> list[TrainingCase]:
-    """Load every case of the manifest for one structure.
+    """Load every case of the manifest file ``path`` for one structure (see :func:`cases_from_entries`)."""
+    return cases_from_entries(read_manifest(path), structure=structure)
+
+
+def cases_from_entries(entries: list[dict[str, Any]], *, structure: str | None = None) -> list[TrainingCase]:
+    """Load every case of manifest entries (as :func:`read_manifest` returns them) for one structure.
 
     Args:
-        path: Manifest file.
+        entries: The manifest's cases, with absolute paths.
         structure: Structure name to learn; may be omitted when the manifest names only one.
 
     Raises:
         DataError: Unreadable images, geometry mismatches, or an unknown/ambiguous structure (all
             problems listed together).
     """
-    from samtune.data.io import read_label, read_volume
+    from samtune.data.image_io import read_label, read_volume
     from samtune.train.data import TrainingCase
 
-    entries = read_manifest(path)
     names = sorted({s for e in entries for s in e["structures"]})
     if structure is None:
         if len(names) > 1:

@@ -21,19 +21,19 @@ from samtune.errors import OutOfMemoryError, SAMTuneError, TrainingCancelledErro
 from samtune.metrics import dice, normalized_surface_dice
 from samtune.models.sam_model import SamModel
 from samtune.peft.conv_lora import balance_loss
-from samtune.peft.prompt import prompt_parameters
+from samtune.peft.learned_prompt import prompt_parameters
 from samtune.train.augment import augment_batch
 from samtune.train.cache import EmbeddingCache
 from samtune.train.config import LossKind, TrainConfig
 from samtune.train.data import SliceSamples
 from samtune.train.distributed import DistributedContext, check_batch
 from samtune.train.losses import dice_ce_loss, structure_loss
-from samtune.train.prompts import simulate_prompts
 from samtune.train.schedule import make_scheduler
+from samtune.train.simulated_prompts import simulate_prompts
 
 logger = logging.getLogger(__name__)
 
-#: ``on_event(event)`` receives dicts with a ``"type"`` key: progress, metrics, log.
+#: ``on_event(event)`` receives event dicts (``{"event": TYPE, ...}``, as on the wire): progress, metrics, log.
 EventCallback = Callable[[dict[str, Any]], None]
 
 
@@ -193,7 +193,7 @@ class Trainer:
         )
 
     def _progress_cache(self, done: int, total: int, message: str) -> None:
-        self.on_event({"type": "progress", "stage": "cache", "step": done, "total": total, "message": message})
+        self.on_event({"event": "progress", "stage": "cache", "step": done, "total": total, "message": message})
 
     def _autocast(self) -> Any:
         mode = self.config.mixed_precision
@@ -485,7 +485,7 @@ class Trainer:
                     losses.setdefault(key, []).append(value)
                 done = cursor["step"] - first_step
                 self.on_event({
-                    "type": "progress", "stage": "train", "epoch": epoch, "epochs": config.epochs,
+                    "event": "progress", "stage": "train", "epoch": epoch, "epochs": config.epochs,
                     "step": cursor["step"], "total": self.total_steps, "loss": values["loss"],
                     "eta_s": (time.perf_counter() - started) / done * (self.total_steps - cursor["step"]),
                 })  # fmt: skip
@@ -499,7 +499,7 @@ class Trainer:
             metrics.update(self._epoch_metrics())
             metrics["seconds"] = time.perf_counter() - epoch_started
             result.history.append(metrics)
-            self.on_event({"type": "metrics", **metrics})
+            self.on_event({"event": "metrics", **metrics})
             score = self._score(metrics)
             if score > result.best_metric:
                 result.best_metric, result.best_epoch = score, epoch
@@ -514,7 +514,7 @@ class Trainer:
             if stop_early:
                 result.stopped_early = True
                 self.on_event(
-                    {"type": "log", "message": f"Early stopping after epoch {epoch} (best: {result.best_epoch})."}
+                    {"event": "log", "message": f"Early stopping after epoch {epoch} (best: {result.best_epoch})."}
                 )
                 break
             if stop and cursor["epoch"] <= config.epochs:  # asked during the epoch's last step

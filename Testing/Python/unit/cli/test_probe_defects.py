@@ -16,10 +16,10 @@ import pytest
 from samtune.cli import main
 from samtune.data import Geometry, Volume, make_phantom, write_phantom_cases, write_volume
 from samtune.errors import ConfigurationError, TrainingDivergedError
-from samtune.io.model_folder import save_trained_model
+from samtune.library.model_folder import save_trained_model
 from samtune.models import build_tiny_model
 from samtune.peft.apply import FineTuneConfig, apply_finetuning
-from samtune.predict.prompts import point_prompts_from_ijk
+from samtune.predict.user_prompts import point_prompts_from_ijk
 from samtune.train import TrainingCancelledError
 
 TINY = {"backbone": "sam_vit_b", "device": "cpu", "epochs": 2, "batch_size": 2, "lr": 0.01, "warmup_steps": 1,
@@ -140,9 +140,15 @@ def _job(tmp_path: Path, **fields: Any) -> Path:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "threshold": "high"}, "'threshold' must be"),
+        (
+            {"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "predict": {"threshold": "high"}},
+            "'predict.threshold' must be",
+        ),
         ({"kind": "predict", "image": "i.nii.gz", "out": 5}, "'out' must be a text"),
-        ({"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "slices": [1]}, "[start, stop]"),
+        (
+            {"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "predict": {"slice_range": [1]}},
+            "'predict.slice_range' must be a list of 2",
+        ),
         ({"kind": "train", "manifest": "m.json", "run_dir": "r", "overrides": [1]}, "'overrides' must be a JSON"),
         ({"kind": "train", "manifest": "m.json", "run_dir": "r", "preset": ["cpu_quick"]}, "'preset' must be"),
         (
@@ -159,7 +165,7 @@ def _job(tmp_path: Path, **fields: Any) -> Path:
     ids=["threshold text", "out number", "slices one value", "overrides list", "preset list", "epochs text"],
 )
 def test_wrong_value_types_in_a_job_are_configuration_errors(tmp_path, fields, expected):
-    from samtune.worker import run
+    from samtune.worker.main import run
 
     write_phantom_cases(tmp_path, n=2)
     (tmp_path / "m.json").write_text((tmp_path / "manifest.json").read_text(), encoding="utf-8")
@@ -210,14 +216,15 @@ def test_predict_and_train_events_end_with_the_error_event(tmp_path, image):
 
 
 def _train_job(folder: Path, **overrides: Any):
-    from samtune.jobs import TrainJob
+    from samtune.worker.jobs import TrainJob
 
     return TrainJob(manifest=str(folder / "manifest.json"), run_dir=str(folder / "run"), preset="cpu_quick",
                     overrides={**TINY, **overrides}, model_dir=str(folder / "model"), tiny=True)  # fmt: skip
 
 
 def test_a_copied_run_folder_resumes_where_it_is(tmp_path: Path):
-    from samtune.jobs import load_run_job, run_train_job
+    from samtune.worker.jobs import load_run_job
+    from samtune.worker.train_job import run_train_job
 
     (tmp_path / "a").mkdir()
     write_phantom_cases(tmp_path / "a", n=3)
@@ -240,8 +247,9 @@ def test_a_copied_run_folder_resumes_where_it_is(tmp_path: Path):
 
 
 def test_a_run_that_never_trained_can_be_retried_or_resumed_on_another_device(tmp_path: Path):
-    from samtune.jobs import job_to_dict, load_run_job, run_train_job
-    from samtune.worker import run
+    from samtune.worker.jobs import job_to_dict, load_run_job
+    from samtune.worker.main import run
+    from samtune.worker.train_job import run_train_job
 
     write_phantom_cases(tmp_path, n=3)
     good = (tmp_path / "image0.nii.gz").read_bytes()
@@ -299,8 +307,8 @@ def test_a_stop_is_honoured_while_the_embeddings_are_computed():
     with pytest.raises(TrainingCancelledError, match="embeddings"):
         fine_tune(cases, load_preset("cpu_quick").train_config(TINY), tiny=True, on_event=events.append,
                   should_stop=lambda: True)  # fmt: skip
-    assert [e["stage"] for e in events if e["type"] == "progress"] == ["cache"]  # stopped after the first slice
-    assert not any(e["type"] == "metrics" for e in events)
+    assert [e["stage"] for e in events if e["event"] == "progress"] == ["cache"]  # stopped after the first slice
+    assert not any(e["event"] == "metrics" for e in events)
 
 
 def test_evaluate_refuses_a_negative_tolerance_and_names_absent_structures(tmp_path, capsys):
@@ -368,16 +376,16 @@ def test_metrics_of_masks_that_fill_the_whole_grid():
 
 
 def test_job_prompts_may_be_continuous_voxel_positions(tmp_path: Path):
-    from samtune.jobs import job_from_dict
+    from samtune.worker.jobs import job_from_dict
 
-    job = job_from_dict({"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "box": [[1.5, 2, 0, 9.5, 9, 2]],
-                         "point": [[4.25, 5, 1]]})  # fmt: skip
-    assert job.box == [[1.5, 2, 0, 9.5, 9, 2]] and job.point == [[4.25, 5, 1]]
+    job = job_from_dict({"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz",
+                         "prompts": {"box": [[1.5, 2, 0, 9.5, 9, 2]], "point": [[4.25, 5, 1]]}})  # fmt: skip
+    assert job.prompts.box == [[1.5, 2, 0, 9.5, 9, 2]] and job.prompts.point == [[4.25, 5, 1]]
 
 
 def test_a_run_still_starting_or_a_plain_folder_is_never_replaced(tmp_path: Path):
     from samtune.errors import OutputError
-    from samtune.runs import RunFolder
+    from samtune.worker.run_folder import RunFolder
 
     run = RunFolder(tmp_path / "run")
     run.path.mkdir()
@@ -394,12 +402,12 @@ def test_a_run_still_starting_or_a_plain_folder_is_never_replaced(tmp_path: Path
 
 
 def test_the_run_job_stores_the_model_folder_relative_only_when_it_lies_beside_the_run(tmp_path: Path):
-    from samtune.jobs import _portable
+    from samtune.worker.jobs import portable_model_dir
 
     run = tmp_path / "runs" / "atrium.run"
-    assert _portable(tmp_path / "runs" / "atrium", run) == "../atrium"
-    assert _portable(run / "model", run) == "model"
-    assert _portable(tmp_path / "library" / "atrium", run) == str((tmp_path / "library" / "atrium").resolve())
+    assert portable_model_dir(tmp_path / "runs" / "atrium", run) == "../atrium"
+    assert portable_model_dir(run / "model", run) == "model"
+    assert portable_model_dir(tmp_path / "library" / "atrium", run) == str((tmp_path / "library" / "atrium").resolve())
 
 
 def test_extra_top_level_manifest_keys_are_reported_but_do_not_stop_training(tmp_path: Path, caplog):

@@ -67,7 +67,7 @@ def test_fallbacks_and_errors(monkeypatch, tmp_path):
     assert encoder_runtime(model, "torch").name == "torch"
     with pytest.raises(ConfigurationError, match="expected one of auto, torch, onnxruntime"):
         encoder_runtime(model, "tensorrt")
-    with pytest.raises(ConfigurationError, match="runtime must be one of"):
+    with pytest.raises(ConfigurationError, match="Unknown encoder runtime 'onnx'. Did you mean 'onnxruntime'"):
         PredictConfig(runtime="onnx")
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the optional package were not installed

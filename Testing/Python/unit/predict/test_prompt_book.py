@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from samtune.data.slicing import slice_index
 from samtune.errors import ConfigurationError
-from samtune.predict.prompt_book import PromptBook, slice_of
+from samtune.predict.prompt_book import PromptBook
 
 
 def test_points_and_boxes_stay_with_their_slice_and_axis():
@@ -33,5 +34,5 @@ def test_bad_prompts_are_refused():
     with pytest.raises(ConfigurationError, match="label"):
         PromptBook().add_point((1, 1, 1), 2, axis=0)
     with pytest.raises(ConfigurationError, match="axis"):
-        slice_of((1, 1, 1), 3)
-    assert slice_of((1.0, 2.6, 3.0), 1) == 3
+        slice_index((1, 1, 1), 3)
+    assert slice_index((1.0, 2.6, 3.0), 1) == 3

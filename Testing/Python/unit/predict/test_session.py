@@ -11,8 +11,8 @@ from samtune.data import make_phantom
 from samtune.errors import ConfigurationError
 from samtune.models import build_tiny_model
 from samtune.predict import PredictConfig, SlicePrompt, merge_prompts, point_prompts_from_ijk, predict_volume
-from samtune.predict.prompts import box_prompts_from_ijk
 from samtune.predict.session import PredictorSession
+from samtune.predict.user_prompts import box_prompts_from_ijk
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ from SAMTuneLib.Jobs import JobRunner
 from SAMTuneLib.Segments import segmentIdsByName, segmentMask, writeMaskToSegment
 from vtk.util import numpy_support
 
-from samtune.client import JobState, default_launcher
-from samtune.io.model_folder import save_trained_model
+from samtune.library.model_folder import save_trained_model
 from samtune.models import build_tiny_model
 from samtune.peft.apply import FineTuneConfig, apply_finetuning
+from samtune.worker.client import JobState, default_launcher
 
 #: A launcher like CTK's AppLauncher: ignores SIGTERM/SIGINT itself, runs the real program as a child
 #: that inherits its stdout (forwarded channels), and exits with the child's code.

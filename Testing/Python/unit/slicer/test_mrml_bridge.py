@@ -11,7 +11,7 @@ from SAMTuneLib import Segments as segments
 from SAMTuneLib import TrainingData as training
 from vtk.util import numpy_support
 
-from samtune.data.io import read_label, read_volume, write_volume
+from samtune.data.image_io import read_label, read_volume, write_volume
 from samtune.data.volume import Volume
 from samtune.train.manifest import cases_from_manifest, validate_manifest
 

@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from samtune.data import Volume
 from samtune.errors import ConfigurationError, DataError
-from samtune.io import load_trained_model
+from samtune.library import load_trained_model
 from samtune.metrics import dice
 from samtune.models import SamModel
 from samtune.peft import FineTuneConfig, apply_finetuning, prompt_parameters

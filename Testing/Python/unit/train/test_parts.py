@@ -19,7 +19,7 @@ from samtune.train import (
     structure_loss,
     warmup_poly_factor,
 )
-from samtune.train.prompts import simulate_box, simulate_point
+from samtune.train.simulated_prompts import simulate_box, simulate_point
 
 
 def test_dice_and_ce_losses_by_hand() -> None:
@@ -120,7 +120,7 @@ def test_presets_are_complete_and_overridable() -> None:
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     from samtune.models import build_model
     from samtune.peft import FineTuneConfig, apply_finetuning
-    from samtune.train.checkpointing import enable_gradient_checkpointing
+    from samtune.train.gradient_checkpointing import enable_gradient_checkpointing
 
     def gradients(checkpointed: bool) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)

@@ -14,7 +14,7 @@ from phantom_task import tiny as _tiny
 
 from samtune.data import make_phantom
 from samtune.errors import DataError, DeviceError, OutputError, WeightsError
-from samtune.io import load_trained_model, read_model_card
+from samtune.library import load_trained_model, read_model_card
 from samtune.models import SamModel
 from samtune.peft import apply_finetuning
 from samtune.predict import PredictConfig, predict_volume

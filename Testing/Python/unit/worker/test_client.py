@@ -11,9 +11,9 @@ from typing import Any
 import psutil
 import pytest
 
-from samtune.client import JobResult, JobState, WorkerClient, worker_command
 from samtune.data import write_phantom_cases
-from samtune.events import event_line, parse_event_line
+from samtune.worker.client import JobResult, JobState, WorkerClient, worker_command
+from samtune.worker.events import event_line, parse_event_line
 
 OVERRIDES = {
     "backbone": "sam_vit_b", "device": "cpu", "batch_size": 2, "lr": 0.01, "warmup_steps": 1,
@@ -46,7 +46,7 @@ def _client(args: list[str], **kwargs: Any) -> tuple[WorkerClient, list[JobResul
 
 
 def test_parse_event_line_accepts_only_protocol_lines():
-    line = event_line({"type": "progress", "stage": "train", "step": 3, "total": 9})
+    line = event_line({"event": "progress", "stage": "train", "step": 3, "total": 9})
     assert parse_event_line(line + "\n")["step"] == 3
     assert parse_event_line("Traceback (most recent call last):") is None
     assert parse_event_line('{"v": 2, "event": "progress"}') is None
@@ -155,7 +155,7 @@ def test_worker_command_needs_exactly_one_source():
 
 def test_an_undecodable_byte_does_not_stop_the_reader(tmp_path: Path):
     # a library printing in the console's code page: the reader must go on, or the pipe fills and the worker blocks
-    finished_line = event_line({"type": "finished", "output": "x"})
+    finished_line = event_line({"event": "finished", "output": "x"})
     script = tmp_path / "latin.py"
     script.write_text(
         "import sys\n"
@@ -172,6 +172,6 @@ def test_an_undecodable_byte_does_not_stop_the_reader(tmp_path: Path):
 
 
 def test_the_worker_environment_asks_for_utf8_output():
-    from samtune.client import WORKER_ENV
+    from samtune.worker.client import WORKER_ENV
 
     assert WORKER_ENV["PYTHONIOENCODING"] == "utf-8" and WORKER_ENV["PYTHONUNBUFFERED"] == "1"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from samtune.errors import OutputError, WeightsError
-from samtune.io.model_folder import save_trained_model
 from samtune.library import ModelLibrary, check_model_name, default_models_dir
+from samtune.library.model_folder import save_trained_model
 from samtune.models import build_tiny_model
 from samtune.peft.apply import FineTuneConfig, apply_finetuning
 

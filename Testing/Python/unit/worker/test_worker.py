@@ -170,7 +170,7 @@ def test_cancel_mid_epoch_in_process_resumes_to_identical_weights(tmp_path: Path
     calls = {"n": 0, "training": False}
 
     def seen(event: dict[str, Any]) -> None:
-        calls["training"] = calls["training"] or (event["type"] == "progress" and event["stage"] == "train")
+        calls["training"] = calls["training"] or (event["event"] == "progress" and event["stage"] == "train")
 
     def stop_at_step_8() -> bool:  # polled once per step (and per cached slice before); epochs have 5 steps
         calls["n"] += calls["training"]
@@ -243,7 +243,7 @@ def test_a_nearly_full_disk_is_refused_before_training(tmp_path: Path, monkeypat
     from collections import namedtuple
 
     from samtune.errors import OutputError
-    from samtune.runs import RunFolder
+    from samtune.worker.run_folder import RunFolder
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 5 * 2**20, 5 * 2**20))

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from samtune.errors import EXIT_CODES
-from samtune.events import parse_event_line
+from samtune.worker.events import parse_event_line
 
 
 class JobState(str, Enum):

@@ -1,7 +1,7 @@
 """The per-user model library: trained model folders with their cards; rename, delete, export, import.
 
 A library is a folder of model folders (``weights.safetensors`` + ``model_card.json``, see
-:mod:`samtune.io.model_folder`). Its location: ``SAMTUNE_MODELS_DIR`` if set, else
+:mod:`samtune.library.model_folder`). Its location: ``SAMTUNE_MODELS_DIR`` if set, else
 ``$SAMTUNE_HOME/models``, else the platform's per-user data folder (``~/.local/share/samtune/models``
 on Linux, ``~/Library/Application Support/samtune/models`` on macOS, ``%APPDATA%\\samtune\\models``
 on Windows). The Slicer module lets the user override it in Application Settings.
@@ -25,7 +25,7 @@ from typing import Any
 
 from samtune.atomic import as_if_created
 from samtune.errors import OutputError, WeightsError
-from samtune.io.model_card import MODEL_CARD, MODEL_WEIGHTS, read_model_card
+from samtune.library.card import MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from samtune.paths import user_dir
 
 #: Largest weights file an import accepts (a full ViT-H fine-tune is ~2.5 GB).

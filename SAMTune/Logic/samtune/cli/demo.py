@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from samtune.cli_progress import ProgressBar
+from samtune.cli.terminal import ProgressBar
 from samtune.data import make_phantom, resolve_axis, write_label, write_phantom_cases, write_volume
 from samtune.errors import OutputError
 from samtune.metrics import dice
@@ -55,9 +55,9 @@ class _Stages:
         self.validation: list[float] = []
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event["type"] == "metrics" and event.get("val_dice") is not None:
+        if event["event"] == "metrics" and event.get("val_dice") is not None:
             self.validation.append(float(event["val_dice"]))
-        if event["type"] != "progress":
+        if event["event"] != "progress":
             return
         stage = str(event.get("stage", ""))
         if stage != self.stage:
@@ -144,7 +144,7 @@ def run_demo(
     print(f"    trained in {results['seconds_training']:.0f} s{validation}; model folder {folder / 'model'}")
 
     print("4/4 After fine-tuning: the fine-tuned model on the unseen test phantom, no prompt")
-    from samtune.io.model_folder import load_trained_model
+    from samtune.library.model_folder import load_trained_model
 
     tuned, _card = load_trained_model(folder / "model", device=device)
     after = segment(tuned, "automatic", None, "automatic-fine-tuned")

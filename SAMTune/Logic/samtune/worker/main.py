@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import traceback
@@ -22,18 +21,11 @@ from pathlib import Path
 from typing import TextIO
 
 from samtune.errors import EXIT_CODES, SAMTuneError
-from samtune.events import EventWriter
-from samtune.jobs import (
-    PredictJob,
-    TrainJob,
-    load_job,
-    load_run_job,
-    record_final_event,
-    run_predict_job,
-    run_train_job,
-    terminal_event,
-)
 from samtune.quiet import quiet_third_party, verbose_from_environment
+from samtune.worker.events import EventWriter
+from samtune.worker.jobs import PredictJob, TrainJob, load_job, load_run_job, terminal_event
+from samtune.worker.predict_job import run_predict_job
+from samtune.worker.train_job import record_final_event, run_train_job
 
 
 class StopFlag:
@@ -86,7 +78,7 @@ def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> i
         if args.list_devices:
             from samtune.models.device import describe_devices
 
-            emit({"type": "finished", "kind": "devices", "devices": describe_devices()})
+            emit({"event": "finished", "kind": "devices", "devices": describe_devices()})
             return 0
         job = load_run_job(args.resume) if args.resume is not None else load_job(args.job)
         if isinstance(job, TrainJob):
@@ -102,7 +94,7 @@ def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> i
         return EXIT_CODES.get(error.kind, 1)
     except Exception as error:  # noqa: BLE001 - the protocol must report every failure
         traceback.print_exc(file=sys.stderr)
-        emit({"type": "error", "kind": "internal", "exit_code": 1,
+        emit({"event": "error", "kind": "internal", "exit_code": 1,
               "message": f"Internal error: {type(error).__name__}: {error}. Details are on stderr."})  # fmt: skip
         return 1
 
@@ -110,8 +102,3 @@ def run(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> i
 def main() -> None:
     """Entry point of ``python -m samtune.worker``."""
     sys.exit(run())
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()

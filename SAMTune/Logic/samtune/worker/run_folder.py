@@ -140,7 +140,7 @@ class RunFolder:
         """Rewrite ``metrics.csv`` (one row per epoch) and ``training_curve.png`` from ``history``."""
         columns: list[str] = []
         for row in history:
-            columns.extend(k for k in row if k not in columns and k != "type")
+            columns.extend(k for k in row if k not in columns and k != "event")
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()

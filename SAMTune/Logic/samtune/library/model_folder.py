@@ -22,7 +22,7 @@ import samtune
 from samtune.atomic import as_if_created
 from samtune.config_io import config_from_dict
 from samtune.errors import ConfigurationError, OutputError, TrainingDivergedError, WeightsError
-from samtune.io.model_card import CARD_VERSION, MODEL_CARD, MODEL_WEIGHTS, read_model_card
+from samtune.library.card import CARD_VERSION, MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from samtune.models import (
     build_model,
     build_tiny_model,

@@ -37,11 +37,11 @@ def _plain(value: Any) -> Any:
 
 
 def event_line(event: dict[str, Any]) -> str:
-    """Serialise an event dict (with a ``type`` key) as one protocol line (no newline)."""
-    fields = {k: v for k, v in event.items() if k != "type"}
+    """Serialise an event dict (its type under ``event``, as on the wire) as one protocol line (no newline)."""
+    fields = {k: v for k, v in event.items() if k != "event"}
     record = {
         "v": PROTOCOL_VERSION,
-        "event": event["type"],
+        "event": event["event"],
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
         **_plain(fields),
     }

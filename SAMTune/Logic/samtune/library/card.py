@@ -2,7 +2,7 @@
 
 The model library lists, renames and exports models through this module alone, so the Slicer panel
 shows the library before PyTorch is installed. Loading and saving the weights is
-:mod:`samtune.io.model_folder`.
+:mod:`samtune.library.model_folder`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from samtune.data.slicing import in_plane_components, slice_index
 from samtune.errors import ConfigurationError
+from samtune.predict.config import PromptSpec
 
 
 @dataclass
@@ -61,17 +63,6 @@ class SlicePrompt:
         return len(self.boxes) == 0 and len(self.points) == 0
 
 
-def _axis_pair(axis: int) -> tuple[int, int]:
-    """ITK index components ``(x_component, y_component)`` shown as columns/rows on a slice.
-
-    Slicing numpy axis ``axis`` of a ``[k, j, i]`` array leaves the other two numpy axes in
-    order; the last one is the column (x). numpy axis ``a`` is ITK component ``2 - a``.
-    """
-    remaining = [a for a in (0, 1, 2) if a != axis]
-    row_axis, col_axis = remaining
-    return 2 - col_axis, 2 - row_axis
-
-
 def box_prompts_from_ijk(
     boxes: Iterable[Sequence[float]], *, axis: int, shape: tuple[int, int, int]
 ) -> dict[int, SlicePrompt]:
@@ -89,7 +80,7 @@ def box_prompts_from_ijk(
         ConfigurationError: A box with the wrong length, reversed bounds or outside the volume.
     """
     size_ijk = (shape[2], shape[1], shape[0])
-    x_comp, y_comp = _axis_pair(axis)
+    x_comp, y_comp = in_plane_components(axis)
     slice_comp = 2 - axis
     per_slice: dict[int, list[list[float]]] = {}
     for box in boxes:
@@ -128,8 +119,7 @@ def point_prompts_from_ijk(
     Raises:
         ConfigurationError: A point without 3 numbers, or outside the volume.
     """
-    x_comp, y_comp = _axis_pair(axis)
-    slice_comp = 2 - axis
+    x_comp, y_comp = in_plane_components(axis)
     per_slice: dict[int, tuple[list[list[float]], list[int]]] = {}
     for point, label in zip(points, labels):
         p = [float(v) for v in point]
@@ -142,7 +132,7 @@ def point_prompts_from_ijk(
                     f"Point {[int(v) if v.is_integer() else v for v in p]} lies outside the volume (valid i "
                     f"0..{size_ijk[0] - 1}, j 0..{size_ijk[1] - 1}, k 0..{size_ijk[2] - 1}). Give a voxel inside it."
                 )
-        s = int(round(p[slice_comp]))
+        s = slice_index(p, axis)
         coords, labs = per_slice.setdefault(s, ([], []))
         coords.append([p[x_comp], p[y_comp]])
         labs.append(int(label))
@@ -193,3 +183,18 @@ def boxes_from_label(label: np.ndarray, *, axis: int, margin: int = 0) -> dict[i
         ]
         prompts[s] = SlicePrompt(boxes=np.asarray([box], dtype=np.float32))
     return prompts
+
+
+def prompts_from_spec(spec: PromptSpec | None, *, axis: int, shape: tuple[int, ...]) -> dict[int, SlicePrompt] | None:
+    """A job's prompts (3D boxes and points in voxel indices) on the slices of numpy ``axis``;
+    ``None`` when there are none (automatic mode)."""
+    if spec is None or spec.is_empty:
+        return None
+    maps = []
+    if spec.box:
+        maps.append(box_prompts_from_ijk([tuple(b) for b in spec.box], axis=axis, shape=shape[:3]))  # type: ignore[arg-type]
+    points = [tuple(p) for p in spec.point + spec.neg_point]
+    if points:
+        labels = [1] * len(spec.point) + [0] * len(spec.neg_point)
+        maps.append(point_prompts_from_ijk(points, labels, axis=axis, shape=shape[:3]))  # type: ignore[arg-type]
+    return merge_prompts(*maps)

@@ -16,7 +16,7 @@ from samtune.models import build_model, build_tiny_model, resolve_device
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import apply_finetuning
 from samtune.train.bilevel import BiLevelTrainer
-from samtune.train.checkpoints import CheckpointStore
+from samtune.train.checkpoint_store import CheckpointStore
 from samtune.train.config import Optimiser, TrainConfig
 from samtune.train.data import SliceSamples, TrainingCase, build_samples
 from samtune.train.distributed import DistributedContext, device_for
@@ -62,7 +62,7 @@ def _stop_while_caching(on_event: EventCallback | None, should_stop: Callable[[]
     def events(event: dict[str, Any]) -> None:
         if on_event is not None:
             on_event(event)
-        if event.get("type") == "progress" and event.get("stage") == "cache" and should_stop():
+        if event.get("event") == "progress" and event.get("stage") == "cache" and should_stop():
             raise TrainingCancelledError(
                 f"Training was cancelled while computing image embeddings ({event.get('step')} of "
                 f"{event.get('total')} slices), before this attempt's first step; to resume, run it again with "
@@ -133,7 +133,7 @@ def fine_tune(
         torch.manual_seed(config.seed)
         apply_finetuning(model, config.finetune)
     if config.gradient_checkpointing:
-        from samtune.train.checkpointing import enable_gradient_checkpointing
+        from samtune.train.gradient_checkpointing import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(model)
     ids = [c.case_id for c in cases]
@@ -174,18 +174,18 @@ def fine_tune(
     if resume and store is not None:
         latest = store.load_latest()
         for message in store.skipped:
-            (on_event or (lambda event: None))({"type": "log", "level": "warning", "message": message})
+            (on_event or (lambda event: None))({"event": "log", "level": "warning", "message": message})
         if latest is not None:
             state, entry = latest
             (on_event or (lambda event: None))(
-                {"type": "log", "message": f"Resuming from {entry['file']} (step {entry['step']})."}
+                {"event": "log", "message": f"Resuming from {entry['file']} (step {entry['step']})."}
             )
 
     def save_checkpoint(training_state: dict[str, Any], reason: str) -> None:
         assert store is not None
         path = store.save(training_state, step=int(training_state["step"]), reason=reason)
         if on_event is not None:
-            on_event({"type": "checkpoint", "path": str(path), "epoch": int(training_state["epoch"]) - 1,
+            on_event({"event": "checkpoint", "path": str(path), "epoch": int(training_state["epoch"]) - 1,
                       "step": int(training_state["step"]), "reason": reason})  # fmt: skip
 
     result = trainer.fit(
@@ -196,7 +196,7 @@ def fine_tune(
     summary = _summary(train, val, cases)
     folder = None
     if out_dir is not None and main_process:
-        from samtune.io.model_folder import save_trained_model
+        from samtune.library.model_folder import save_trained_model
 
         best = result.history[result.best_epoch - 1] if result.best_epoch else {}
         folder = save_trained_model(
