@@ -50,8 +50,10 @@ class IntensityConfig:
         window_high: Upper bound for ``window`` mode.
     """
 
-    mode: str = option(
-        "auto", flag="--intensity", help="intensity normalisation: auto, ct, percentile (0.5-99.5), window, none"
+    mode: IntensityMode = option(
+        IntensityMode.AUTO,
+        flag="--intensity",
+        help="intensity normalisation: auto, ct, percentile (0.5-99.5), window, none",
     )
     ct_preset: str = option("soft_tissue", help="CT window preset for --intensity ct")
     low_percentile: float = 0.5
@@ -63,7 +65,7 @@ class IntensityConfig:
     window_high: float | None = None
 
     def __post_init__(self) -> None:
-        self.mode = IntensityMode.parse(self.mode, what="intensity mode").value
+        self.mode = IntensityMode.parse(self.mode, what="intensity mode")
         if self.ct_preset not in CT_PRESETS:
             raise unknown_name("CT window preset", self.ct_preset, CT_PRESETS)
         if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
@@ -71,7 +73,7 @@ class IntensityConfig:
                 f"Percentiles must satisfy 0 <= low < high <= 100, got {self.low_percentile} and "
                 f"{self.high_percentile}."
             )
-        if self.mode == IntensityMode.WINDOW.value:
+        if self.mode is IntensityMode.WINDOW:
             if self.window_low is None or self.window_high is None:
                 raise ConfigurationError(
                     "Intensity mode 'window' needs window_low and window_high (--window LOW HIGH)."
@@ -92,7 +94,7 @@ def _looks_like_ct(array: np.ndarray) -> bool:
 
 def intensity_bounds(array: np.ndarray, config: IntensityConfig) -> tuple[float, float] | None:
     """The ``(low, high)`` window applied to ``array``, or ``None`` when values are kept as is."""
-    mode = IntensityMode.parse(config.mode)
+    mode = config.mode
     if mode is IntensityMode.AUTO:
         if array.dtype == np.uint8 or (array.ndim == 4 and array.shape[-1] in (3, 4)):
             return None

@@ -34,7 +34,7 @@ def apply_finetuning(
     Returns:
         Reports of what was wrapped (empty for vanilla).
     """
-    method, scope = Method.parse(config.method), Scope.parse(config.scope)
+    method, scope = config.method, config.scope
     encoder_in_scope = scope is Scope.ENCODER_DECODER
     _set_trainable(model, False)
     reports: list[InjectionReport] = []

@@ -68,8 +68,8 @@ class FineTuneConfig:
         learned_prompt: A learnable automatic-mode prompt (BLO-SAM), saved with the model.
     """
 
-    method: str = "lora"
-    scope: str = "decoder"
+    method: Method = Method.LORA
+    scope: Scope = Scope.DECODER
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     conv_lora: ConvLoRAConfig = field(default_factory=ConvLoRAConfig)
@@ -77,8 +77,8 @@ class FineTuneConfig:
     learned_prompt: LearnedPromptConfig = field(default_factory=LearnedPromptConfig)
 
     def __post_init__(self) -> None:
-        self.method = Method.parse(self.method, what="fine-tuning method").value
-        self.scope = Scope.parse(self.scope, what="scope").value
+        self.method = Method.parse(self.method, what="fine-tuning method")
+        self.scope = Scope.parse(self.scope, what="scope")
         for name, cls in (
             ("lora", LoRAConfig),
             ("adapter", AdapterConfig),

@@ -5,14 +5,17 @@ from typing import TYPE_CHECKING
 from samtune._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from samtune.errors import OutOfMemoryError, TrainingCancelledError, TrainingDivergedError
     from samtune.train.augment import augment_batch
     from samtune.train.bilevel import BiLevelTrainer, prompt_hypergradient, split_d1_d2
     from samtune.train.cache import EmbeddingCache
     from samtune.train.config import (
         AugmentConfig,
         BiLevelConfig,
+        EmbeddingCache,
         Hypergradient,
         LossKind,
+        MixedPrecision,
         Optimiser,
         PromptMode,
         TrainConfig,
@@ -29,12 +32,7 @@ if TYPE_CHECKING:
         resolve_train_config,
     )
     from samtune.train.schedule import make_scheduler, warmup_poly_factor
-    from samtune.train.trainer import (
-        OutOfMemoryError,
-        Trainer,
-        TrainingCancelledError,
-        TrainingDivergedError,
-        TrainResult,
-    )
+    from samtune.train.state import TrainingState, TrainResult
+    from samtune.train.trainer import Trainer
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, __file__)

@@ -179,7 +179,7 @@ class BiLevelTrainer(Trainer):
             )
         self.d1, self.d2 = split_d1_d2(self.train_samples, d2_fraction=config.bilevel.d2_fraction, seed=config.seed)
         self.visited_d2: list[list[int]] = []
-        self.order = Hypergradient.parse(config.bilevel.hypergradient)
+        self.order = config.bilevel.hypergradient
         self.d1_batches = _EpochCycler(self.d1, config.batch_size, self.generator)
         self.d2_batches = _EpochCycler(self.d2, config.batch_size, self.generator)
 

@@ -74,6 +74,23 @@ class Optimiser(StrEnum):
     JOINT = "joint"  # ablation: prompt and weights in one optimiser on D1 and D2 together
 
 
+class EmbeddingCache(StrEnum):
+    """Whether training computes image embeddings once and reuses them every epoch."""
+
+    AUTO = "auto"  # when the encoder is frozen
+    ON = "on"
+    OFF = "off"
+
+
+class MixedPrecision(StrEnum):
+    """Arithmetic of the forward pass."""
+
+    AUTO = "auto"  # bf16 on CUDA, off elsewhere
+    BF16 = "bf16"
+    FP16 = "fp16"  # with loss scaling
+    OFF = "off"
+
+
 class Hypergradient(StrEnum):
     """How BLO-SAM's upper level differentiates through the lower step."""
 
@@ -104,13 +121,13 @@ class BiLevelConfig:
     prompt_weight_decay: float = 0.0
     prompt_warmup_steps: int = 0
     prompt_poly_power: float = 0.9
-    hypergradient: str = "first"
+    hypergradient: Hypergradient = Hypergradient.FIRST
     xi: float | None = None
     fd_epsilon: float = 0.01
     d2_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        self.hypergradient = Hypergradient.parse(self.hypergradient, what="hypergradient").value
+        self.hypergradient = Hypergradient.parse(self.hypergradient, what="hypergradient")
         if float(self.prompt_lr) <= 0:
             raise ConfigurationError(f"bilevel.prompt_lr must be positive, got {self.prompt_lr}.")
         if float(self.fd_epsilon) <= 0:
@@ -157,28 +174,28 @@ class TrainConfig:
 
     backbone: str = "litemedsam"
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
-    optimiser: str = "plain"
+    optimiser: Optimiser = Optimiser.PLAIN
     bilevel: BiLevelConfig = field(default_factory=BiLevelConfig)
-    prompt_mode: str = "automatic"
+    prompt_mode: PromptMode = PromptMode.AUTOMATIC
     epochs: int = 20
     batch_size: int = 4
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 10
     poly_power: float = 0.9
-    loss: str = "dice_ce"
+    loss: LossKind = LossKind.DICE_CE
     dice_weight: float = 0.5
     ce_weight: float = 0.5
     val_fraction: float = 0.2
     patience: int = 20
     seed: int = 0
-    empty_slices: str = "keep_fraction"
+    empty_slices: EmptySlicePolicy = EmptySlicePolicy.KEEP_FRACTION
     empty_keep_fraction: float = 0.1
     slices: SliceConfig = field(default_factory=SliceConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    embedding_cache: str = "auto"
+    embedding_cache: EmbeddingCache = EmbeddingCache.AUTO
     device: str = "auto"
-    mixed_precision: str = "auto"
+    mixed_precision: MixedPrecision = MixedPrecision.AUTO
     gradient_checkpointing: bool = False
     nsd_tolerance_mm: float = 1.0
     checkpoint_every: int = 1
@@ -196,14 +213,12 @@ class TrainConfig:
             self.bilevel = config_from_dict(BiLevelConfig, self.bilevel, where="bilevel")
         if isinstance(self.augment, dict):
             self.augment = config_from_dict(AugmentConfig, self.augment, where="augment")
-        self.optimiser = Optimiser.parse(self.optimiser, what="optimiser").value
-        self.prompt_mode = PromptMode.parse(self.prompt_mode, what="prompt mode").value
-        self.loss = LossKind.parse(self.loss, what="loss").value
-        self.empty_slices = EmptySlicePolicy.parse(self.empty_slices, what="empty-slice policy").value
-        if self.embedding_cache not in ("auto", "on", "off"):
-            raise ConfigurationError(f"embedding_cache must be auto, on or off, got '{self.embedding_cache}'.")
-        if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
-            raise ConfigurationError(f"mixed_precision must be auto, bf16, fp16 or off, got '{self.mixed_precision}'.")
+        self.optimiser = Optimiser.parse(self.optimiser, what="optimiser")
+        self.prompt_mode = PromptMode.parse(self.prompt_mode, what="prompt mode")
+        self.loss = LossKind.parse(self.loss, what="loss")
+        self.empty_slices = EmptySlicePolicy.parse(self.empty_slices, what="empty-slice policy")
+        self.embedding_cache = EmbeddingCache.parse(self.embedding_cache, what="embedding_cache")
+        self.mixed_precision = MixedPrecision.parse(self.mixed_precision, what="mixed_precision")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -216,7 +231,7 @@ class TrainConfig:
         self._check_bilevel()
 
     def _check_bilevel(self) -> None:
-        optimiser = Optimiser.parse(self.optimiser)
+        optimiser = self.optimiser
         if optimiser is Optimiser.PLAIN:
             return
         if not self.finetune.learned_prompt.enabled:
@@ -224,22 +239,22 @@ class TrainConfig:
                 f"optimiser '{optimiser.value}' learns a prompt: set finetune.learned_prompt.enabled to true "
                 "(the blo_sam preset does)."
             )
-        if self.prompt_mode != PromptMode.AUTOMATIC.value:
+        if self.prompt_mode is not PromptMode.AUTOMATIC:
             raise ConfigurationError(
                 f"optimiser '{optimiser.value}' trains prompt-free segmentation; prompt_mode must be 'automatic', "
                 f"got '{self.prompt_mode}'."
             )
-        if optimiser is Optimiser.BILEVEL and Method.parse(self.finetune.method) is Method.CONV_LORA:
+        if optimiser is Optimiser.BILEVEL and self.finetune.method is Method.CONV_LORA:
             raise ConfigurationError(
                 "BLO-SAM's bi-level optimiser trains decoder weights and a prompt; it does not combine with "
                 "Conv-LoRA. Use finetune.method 'lora' (the blo_sam preset) or optimiser 'plain'."
             )
-        if optimiser is Optimiser.BILEVEL and self.mixed_precision == "fp16":
+        if optimiser is Optimiser.BILEVEL and self.mixed_precision is MixedPrecision.FP16:
             raise ConfigurationError(
                 "BLO-SAM's bi-level optimiser does not support fp16 loss scaling; set mixed_precision to 'bf16' "
                 "(or 'off')."
             )
-        second = Hypergradient.parse(self.bilevel.hypergradient) is Hypergradient.SECOND
+        second = self.bilevel.hypergradient is Hypergradient.SECOND
         if optimiser is Optimiser.BILEVEL and second and not self.encoder_frozen:
             raise ConfigurationError(
                 "The second-order hypergradient needs a frozen image encoder (finetune.scope 'decoder', not "
@@ -250,19 +265,18 @@ class TrainConfig:
     @property
     def encoder_frozen(self) -> bool:
         """True when no encoder parameter learns (so image embeddings can be cached)."""
-        method = Method.parse(self.finetune.method)
-        return method is not Method.CONV_LORA and Scope.parse(self.finetune.scope) is Scope.DECODER
+        return self.finetune.method is not Method.CONV_LORA and self.finetune.scope is Scope.DECODER
 
     @property
     def uses_cache(self) -> bool:
         """Whether this run uses the image-embedding cache."""
-        if self.embedding_cache == "on":
+        if self.embedding_cache is EmbeddingCache.ON:
             if not self.encoder_frozen:
                 raise ConfigurationError(
                     "embedding_cache 'on' needs a frozen encoder (scope 'decoder', not Conv-LoRA)."
                 )
             return True
-        return self.embedding_cache == "auto" and self.encoder_frozen
+        return self.embedding_cache is EmbeddingCache.AUTO and self.encoder_frozen
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from samtune.data.split import split_cases
-from samtune.errors import DataError
+from samtune.errors import DataError, TrainingCancelledError
 from samtune.models import build_model, build_tiny_model, resolve_device
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import apply_finetuning
@@ -20,7 +20,8 @@ from samtune.train.checkpoint_store import CheckpointStore
 from samtune.train.config import Optimiser, TrainConfig
 from samtune.train.data import SliceSamples, TrainingCase, build_samples
 from samtune.train.distributed import DistributedContext, device_for
-from samtune.train.trainer import EventCallback, Trainer, TrainingCancelledError, TrainResult
+from samtune.train.state import TrainResult
+from samtune.train.trainer import EventCallback, Trainer
 
 
 @dataclass
@@ -161,7 +162,7 @@ def fine_tune(
 
     train = samples(train_ids)
     val = samples(val_ids) if val_ids else None
-    trainer_class = BiLevelTrainer if Optimiser.parse(config.optimiser) is Optimiser.BILEVEL else Trainer
+    trainer_class = BiLevelTrainer if config.optimiser is Optimiser.BILEVEL else Trainer
     events = on_event
     if should_stop is not None and distributed is None:  # Ctrl-C / Cancel while the embeddings are computed
         events = _stop_while_caching(on_event, should_stop)

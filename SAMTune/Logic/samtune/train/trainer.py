@@ -9,56 +9,32 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from samtune.errors import OutOfMemoryError, SAMTuneError, TrainingCancelledError, TrainingDivergedError
-from samtune.metrics import dice, normalized_surface_dice
+from samtune.errors import OutOfMemoryError, SAMTuneError, TrainingDivergedError
 from samtune.models.sam_model import SamModel
+from samtune.peft.config import Method
 from samtune.peft.conv_lora import balance_loss
 from samtune.peft.learned_prompt import prompt_parameters
 from samtune.train.augment import augment_batch
 from samtune.train.cache import EmbeddingCache
-from samtune.train.config import LossKind, TrainConfig
+from samtune.train.config import LossKind, MixedPrecision, TrainConfig
 from samtune.train.data import SliceSamples
 from samtune.train.distributed import DistributedContext, check_batch
+from samtune.train.evaluation import evaluate_samples
 from samtune.train.losses import dice_ce_loss, structure_loss
 from samtune.train.schedule import make_scheduler
 from samtune.train.simulated_prompts import simulate_prompts
+from samtune.train.state import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainingState, TrainResult, trainable_state
 
 logger = logging.getLogger(__name__)
 
 #: ``on_event(event)`` receives event dicts (``{"event": TYPE, ...}``, as on the wire): progress, metrics, log.
 EventCallback = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :meth:`Trainer.fit`.
-
-    Attributes:
-        best_metric: Best validation foreground Dice (or ``-train loss`` without validation).
-        best_epoch: Epoch (1-based) of the best model.
-        history: One dict per epoch: loss, balance loss, val Dice/NSD, lr, seconds.
-        stopped_early: Early stopping ended the run.
-        best_state: Trainable parameters of the best model.
-    """
-
-    best_metric: float
-    best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    stopped_early: bool = False
-    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the parameters that learn."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 class _Segmenter(torch.nn.Module):
@@ -117,7 +93,7 @@ class Trainer:
         self.device = model.device
         self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self._cursor: dict[str, Any] = {}
+        self.state = TrainingState.start(model)
         self._setup()
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
@@ -128,7 +104,7 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self.steps_per_epoch * config.epochs
         self._build_optimisers()
-        fp16 = config.mixed_precision == "fp16" and self.device.type == "cuda"
+        fp16 = config.mixed_precision is MixedPrecision.FP16 and self.device.type == "cuda"
         #: Loss scaling for fp16 (bf16 and fp32 need none; disabled it passes values through).
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.cache: EmbeddingCache | None = None
@@ -140,7 +116,7 @@ class Trainer:
             self.segmenter = DistributedDataParallel(
                 self.segmenter,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=config.finetune.method == "conv_lora",  # unselected experts
+                find_unused_parameters=config.finetune.method is Method.CONV_LORA,  # unselected experts
             )
         if config.uses_cache:
             own = self.shard_rows[distributed.rank] if distributed is not None else None
@@ -197,9 +173,9 @@ class Trainer:
 
     def _autocast(self) -> Any:
         mode = self.config.mixed_precision
-        if mode == "off" or (mode == "auto" and self.device.type != "cuda"):
+        if mode is MixedPrecision.OFF or (mode is MixedPrecision.AUTO and self.device.type != "cuda"):
             return torch.autocast(self.device.type, enabled=False)
-        dtype = torch.float16 if mode == "fp16" else torch.bfloat16
+        dtype = torch.float16 if mode is MixedPrecision.FP16 else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _logits(
@@ -221,7 +197,7 @@ class Trainer:
 
     def _loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         target = masks[:, None].float()
-        if LossKind.parse(self.config.loss) is LossKind.STRUCTURE:
+        if self.config.loss is LossKind.STRUCTURE:
             return structure_loss(logits.float(), target)
         return dice_ce_loss(
             logits.float(), target, dice_weight=self.config.dice_weight, ce_weight=self.config.ce_weight
@@ -268,43 +244,21 @@ class Trainer:
         self.scheduler.step()
         return float(loss.detach()), float(balance.detach())
 
-    @torch.no_grad()
     def evaluate(
         self, samples: SliceSamples, cache: EmbeddingCache | None, indices: list[int] | None = None
     ) -> tuple[float, float]:
         """Foreground Dice and NSD of ``samples`` (or of rows ``indices``): per case on the original
-        slice grids, then the mean over cases."""
-        rows_all = list(range(len(samples))) if indices is None else list(indices)
+        slice grids, then the mean over cases (:func:`samtune.train.evaluation.evaluate_samples`)."""
         self.model.eval()
-        predictions: dict[int, np.ndarray] = {}
-        for start in range(0, len(rows_all), self.config.batch_size):
-            index = torch.tensor(rows_all[start : start + self.config.batch_size], dtype=torch.long)
-            masks = samples.masks.index_select(0, index).to(self.device)
-            if cache is not None:
-                embeddings, images = cache.get(index, self.device), None
-            else:
-                embeddings, images = None, samples.images.index_select(0, index).to(self.device)
+
+        def logits_of(
+            images: torch.Tensor | None, embeddings: torch.Tensor | None, masks: torch.Tensor
+        ) -> torch.Tensor:
             with self._autocast():
-                logits = self._logits(images, embeddings, masks)
-            for row, i in enumerate(index.tolist()):
-                grid = samples.grids[samples.case_ids[i]]
-                predictions[i] = grid.logits_to_masks(logits[row : row + 1].float())[0]  # type: ignore[attr-defined]
-        by_case: dict[str, list[int]] = {}
-        for i in rows_all:
-            by_case.setdefault(samples.case_ids[i], []).append(i)
-        dices, nsds = [], []
-        for rows in by_case.values():
-            prediction = np.stack([predictions[i] for i in rows])
-            reference = np.stack([samples.slice_masks[i] for i in rows])
-            dices.append(dice(prediction, reference))
-            row_mm, col_mm = samples.spacing[rows[0]]
-            nsds.append(
-                float(np.mean([
-                    normalized_surface_dice(p, r, spacing=(row_mm, col_mm), tolerance_mm=self.config.nsd_tolerance_mm)
-                    for p, r in zip(prediction, reference)
-                ]))
-            )  # fmt: skip
-        return float(np.mean(dices)), float(np.mean(nsds))
+                return self._logits(images, embeddings, masks)
+
+        return evaluate_samples(logits_of, samples, cache, device=self.device, batch_size=self.config.batch_size,
+                                nsd_tolerance_mm=self.config.nsd_tolerance_mm, indices=indices)  # fmt: skip
 
     def validate(self) -> dict[str, float]:
         """Foreground Dice and NSD per validation case (mean over cases), on the original slice grids."""
@@ -372,37 +326,24 @@ class Trainer:
 
     def training_state(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly: trainable weights, optimiser and schedule
-        states, random-number states, the current epoch's plan and position, and the result so far.
+        states, random-number states, and the loop's :class:`~samtune.train.state.TrainingState`.
 
         Only tensors, numbers, strings, lists and dicts: loadable with ``torch.load(weights_only=True)``.
         """
-        cursor = self._cursor
-        result: TrainResult = cursor["result"]
         return {
-            "format": "samtune-training-state",
-            "version": 1,
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
             "trainable": trainable_state(self.model),
             "optimiser": self._optimiser_state(),
             "generator": self.generator.get_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "torch_rng": torch.get_rng_state(),
-            "epoch": cursor["epoch"],
-            "position": cursor["position"],
-            "plan": cursor["plan"],
-            "epoch_losses": cursor["losses"],
-            "step": cursor["step"],
-            "since_best": cursor["since_best"],
-            "result": {
-                "best_metric": result.best_metric,
-                "best_epoch": result.best_epoch,
-                "history": result.history,
-                "best_state": result.best_state,
-            },
+            **self.state.to_checkpoint(),
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`training_state` into this trainer (built with the same configuration and data)."""
-        if state.get("format") != "samtune-training-state":
+        if state.get("format") != CHECKPOINT_FORMAT:
             raise SAMTuneError("Not a SAMTune training checkpoint.")
         parameters = dict(self.model.named_parameters())
         missing = [n for n in state["trainable"] if n not in parameters]
@@ -418,22 +359,7 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
-        saved = state["result"]
-        result = TrainResult(
-            best_metric=float(saved["best_metric"]),
-            best_epoch=int(saved["best_epoch"]),
-            history=list(saved["history"]),
-            best_state=dict(saved["best_state"]),
-        )
-        self._cursor = {
-            "epoch": int(state["epoch"]),
-            "position": int(state["position"]),
-            "plan": state["plan"],
-            "losses": {k: list(v) for k, v in state["epoch_losses"].items()},
-            "step": int(state["step"]),
-            "since_best": int(state["since_best"]),
-            "result": result,
-        }
+        self.state = TrainingState.from_checkpoint(state)
 
     def fit(
         self,
@@ -456,78 +382,9 @@ class Trainer:
             OutOfMemoryError: The GPU ran out of memory (with what to change).
             TrainingCancelledError: ``should_stop`` asked the run to stop.
         """
-        config = self.config
-        if resume is not None:
-            self.load_training_state(resume)
-        else:
-            torch.manual_seed(config.seed)  # noisy gates (Conv-LoRA) draw from the global generator
-            self._cursor = {
-                "epoch": 1, "position": 0, "plan": None, "losses": {}, "step": 0, "since_best": 0,
-                "result": TrainResult(best_metric=-math.inf, best_epoch=0, best_state=trainable_state(self.model)),
-            }  # fmt: skip
-        cursor = self._cursor
-        result: TrainResult = cursor["result"]
-        started = time.perf_counter()
-        first_step = cursor["step"]
-        stop = False
-        while cursor["epoch"] <= config.epochs:
-            epoch = cursor["epoch"]
-            epoch_started = time.perf_counter()
-            if cursor["plan"] is None:
-                cursor.update(plan=self._epoch_plan(epoch), position=0, losses={})
-            plan, losses = cursor["plan"], cursor["losses"]
-            while cursor["position"] < len(plan):
-                item = plan[cursor["position"]]
-                values = self._guarded(lambda item=item: self._run_step(item))  # type: ignore[misc]
-                cursor["position"] += 1
-                cursor["step"] += 1
-                for key, value in values.items():
-                    losses.setdefault(key, []).append(value)
-                done = cursor["step"] - first_step
-                self.on_event({
-                    "event": "progress", "stage": "train", "epoch": epoch, "epochs": config.epochs,
-                    "step": cursor["step"], "total": self.total_steps, "loss": values["loss"],
-                    "eta_s": (time.perf_counter() - started) / done * (self.total_steps - cursor["step"]),
-                })  # fmt: skip
-                stop = should_stop is not None and should_stop()
-                if stop and cursor["position"] < len(plan):
-                    self._stop(checkpoint, epoch)
-            metrics: dict[str, float] = {"epoch": epoch, **{k: float(np.mean(v)) for k, v in losses.items()}}
-            metrics.update({
-                "lr" if g["name"] == "weights" else f"{g['name']}_lr": float(g["lr"]) for g in self._groups()
-            })  # fmt: skip
-            metrics.update(self._epoch_metrics())
-            metrics["seconds"] = time.perf_counter() - epoch_started
-            result.history.append(metrics)
-            self.on_event({"event": "metrics", **metrics})
-            score = self._score(metrics)
-            if score > result.best_metric:
-                result.best_metric, result.best_epoch = score, epoch
-                result.best_state = trainable_state(self.model)
-                cursor["since_best"] = 0
-            else:
-                cursor["since_best"] += 1
-            cursor.update(epoch=epoch + 1, plan=None, position=0, losses={})
-            stop_early = bool(config.patience and cursor["since_best"] >= config.patience)
-            if checkpoint is not None and (epoch % config.checkpoint_every == 0 or stop_early):
-                checkpoint(self.training_state(), "periodic")
-            if stop_early:
-                result.stopped_early = True
-                self.on_event(
-                    {"event": "log", "message": f"Early stopping after epoch {epoch} (best: {result.best_epoch})."}
-                )
-                break
-            if stop and cursor["epoch"] <= config.epochs:  # asked during the epoch's last step
-                self._stop(checkpoint, epoch)
-        return result
+        from samtune.train.loop import run_epochs
 
-    def _stop(self, checkpoint: Callable[[dict[str, Any], str], None] | None, epoch: int) -> None:
-        if checkpoint is not None:
-            checkpoint(self.training_state(), "cancelled")
-        raise TrainingCancelledError(
-            f"Training was cancelled in epoch {epoch} at step {self._cursor['step']} of {self.total_steps}; "
-            "resume it from its run folder."
-        )
+        return run_epochs(self, checkpoint=checkpoint, resume=resume, should_stop=should_stop)
 
     def _groups(self) -> list[dict[str, Any]]:
         return list(self.optimizer.param_groups)
@@ -540,4 +397,4 @@ class Trainer:
                 parameters[name].copy_(value)
 
 
-__all__ = ["OutOfMemoryError", "TrainResult", "Trainer", "TrainingCancelledError", "TrainingDivergedError"]
+__all__ = ["EventCallback", "Trainer"]
