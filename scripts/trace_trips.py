@@ -34,10 +34,17 @@ ROOTS = (str(ROOT / "SAMTune" / "Logic" / "samtune"), str(ROOT / "SAMTune" / "SA
 
 
 class Trip:
-    """Records the sequence of project files entered by cross-file calls."""
+    """Records the project files a request enters, and its call chain where it does its work.
 
-    def __init__(self) -> None:
+    Args:
+        targets: ``(file name, function name)`` pairs where the request does its work; at the first
+            call of each, the chain of project files on the call stack (outermost first) is kept.
+    """
+
+    def __init__(self, targets: tuple[tuple[str, str], ...] = ()) -> None:
         self.sequence: list[str] = []
+        self.targets = targets
+        self.chains: dict[str, list[str]] = {}
         self.active = True
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
@@ -49,6 +56,10 @@ class Trip:
         name = os.path.relpath(path, ROOT)
         if not self.sequence or self.sequence[-1] != name:
             self.sequence.append(name)
+        for file_name, function in self.targets:
+            key = f"{file_name}:{function}"
+            if key not in self.chains and frame.f_code.co_name == function and path.endswith(file_name):
+                self.chains[key] = _chain(frame)
 
     def run(self, function: Callable[[], Any]) -> Any:
         sys.setprofile(self._profile)
@@ -65,7 +76,50 @@ class Trip:
                 reentered.add(name)
             else:
                 seen.append(name)
-        return {"files": len(seen), "re-entered": len(reentered), "order": seen, "re-entered files": sorted(reentered)}
+        return {**summarise(seen, sorted(reentered)), **summarise_chains(self.chains)}
+
+
+def _chain(frame: Any) -> list[str]:
+    """Project files on the call stack of ``frame``, outermost first, consecutive repeats merged."""
+    files: list[str] = []
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path.startswith(ROOTS):
+            name = os.path.relpath(path, ROOT)
+            if not files or files[-1] != name:
+                files.append(name)
+        frame = frame.f_back
+    return files[::-1]
+
+
+def summarise_chains(chains: dict[str, list[str]]) -> dict[str, Any]:
+    """The request's main line: files on the call chains to where it works, and the back-and-forth
+    (a file the chain leaves and comes back to, counted once per return)."""
+    on_chain = sorted({n for chain in chains.values() for n in chain})
+    returns = sum(len(chain) - len(set(chain)) for chain in chains.values())
+    return {"chain files": len(on_chain), "chain returns": returns, "chains": chains}
+
+
+#: Where each request does its work (file name, function): the chains to these are its main line.
+TRAIN_TARGETS = (("TrainingData.py", "exportTrainingSet"), ("client.py", "start"), ("trainer.py", "train_step"))
+PREDICT_TARGETS = (("sam_model.py", "decode"), ("io.py", "write_label"))
+CLICK_TARGETS = (
+    ("sam_model.py", "decode"),
+    ("Segments.py", "writeMaskToSegment"),
+    ("Segments.py", "writeSlicesToSegment"),
+)
+
+#: The shared helpers (errors, enumerations, configuration I/O, ...) and package ``__init__`` files: a
+#: reader following a request does not walk into them, so they are counted apart.
+SHARED = ("errors.py", "enums.py", "config_io.py", "paths.py", "atomic.py", "quiet.py", "_lazy.py", "__init__.py")
+
+
+def summarise(order: list[str], reentered: list[str]) -> dict[str, Any]:
+    """Counts of a trip from the files in first-entry order and the files entered again."""
+    own = [n for n in order if not n.endswith(SHARED) or n.endswith("presets/__init__.py")]
+    return {"files": len(order), "re-entered": len(reentered), "files without shared helpers": len(own),
+            "re-entered without shared helpers": len([n for n in reentered if n in own]),
+            "order": order, "re-entered files": reentered}  # fmt: skip
 
 
 def _scene_with_case(shape: tuple[int, int, int] = (6, 48, 48)) -> tuple[Any, Any, Any, Any]:
@@ -122,7 +176,7 @@ def trip_training(work: Path) -> dict[str, Any]:
         launched.append(list(args))
         return default_launcher([sys.executable, "-c", "pass"], env)
 
-    trip = Trip()
+    trip = Trip(TRAIN_TARGETS)
     runner = JobRunner(python=sys.executable, launcher=launch)
     job = trip.run(lambda: runner.train([(volume, segmentation, [segment], True)], runsFolder=str(work),
                                         modelDir=str(work / "model"), preset="cpu_quick", tiny=True,
@@ -155,7 +209,7 @@ def trip_cli_predict(work: Path) -> dict[str, Any]:
     image, _ = make_phantom(shape=(6, 48, 48), seed=1, structures=1)
     path = write_volume(image, work / "new.nii.gz")
     model = _tiny_model_folder(work / "cli")
-    trip = Trip()
+    trip = Trip(PREDICT_TARGETS)
     code = trip.run(lambda: main(["predict", "--image", str(path), "--out", str(work / "seg.nii.gz"),
                                   "--model", model, "--quiet"]))  # fmt: skip
     assert code == 0, code
@@ -167,7 +221,7 @@ def _click_once(volume: Any, model: str, pool: Any, book: Any, preview: Any) -> 
     import numpy as np
     import vtk
     from SAMTuneLib.Geometry import rasToIjk, sliceAxisOfView, volumeToCore
-    from SAMTuneLib.Segments import writeMaskToSegment
+    from SAMTuneLib.Segments import writeMaskToSegment, writeSlicesToSegment
 
     from samtune.library.model_folder import load_trained_model
 
@@ -183,9 +237,12 @@ def _click_once(volume: Any, model: str, pool: Any, book: Any, preview: Any) -> 
                        lambda: volumeToCore(volume), axis=axis, threshold=0.5)  # fmt: skip
     entry = book.prompts(*key)
     index, mask = session.predict_ijk(entry.points, entry.labels, box=entry.box)
-    full = np.zeros(session.volume.shape[:3], dtype=bool)
-    np.moveaxis(full, session.axis, 0)[index] = mask
-    writeMaskToSegment(full, preview, volume, name="SAM preview")
+    if preview.GetSegmentation().GetNumberOfSegments():  # the preview is shown: only this slice is rewritten
+        writeSlicesToSegment({index: mask}, session.axis, preview, volume, name="SAM preview")
+    else:
+        full = np.zeros(session.volume.shape[:3], dtype=bool)
+        np.moveaxis(full, session.axis, 0)[index] = mask
+        writeMaskToSegment(full, preview, volume, name="SAM preview")
 
 
 def trip_clicks(work: Path) -> dict[str, Any]:
@@ -196,7 +253,7 @@ def trip_clicks(work: Path) -> dict[str, Any]:
     model = _tiny_model_folder(work / "click")
     preview = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "preview")
     pool, book = SessionPool(), PromptBook()
-    first, cached = Trip(), Trip()
+    first, cached = Trip(CLICK_TARGETS), Trip(CLICK_TARGETS)
     first.run(lambda: _click_once(volume, model, pool, book, preview))
     cached.run(lambda: _click_once(volume, model, pool, book, preview))
     return {"first click": first.summary(), "cached click": cached.summary()}
@@ -213,11 +270,15 @@ def main() -> int:
         (work / "train").mkdir()
         (work / "predict").mkdir()
         (work / "click").mkdir()
-        results["training (Slicer logic to first step)"] = trip_training(work / "train")
+        results["training"] = trip_training(work / "train")
         results["CLI prediction"] = trip_cli_predict(work / "predict")
         results.update(trip_clicks(work / "click"))
+    print(f"{'trip':24s} {'main line: files':>16s} {'returns':>8s}   {'all calls: files':>16s} {'re-entered':>10s}")
     for name, summary in results.items():
-        print(f"{name:40s} files {summary['files']:3d}   re-entered {summary['re-entered']:3d}")
+        print(
+            f"{name:24s} {summary['chain files']:16d} {summary['chain returns']:8d}   "
+            f"{summary['files without shared helpers']:16d} {summary['re-entered without shared helpers']:10d}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -88,3 +88,20 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make test" in readme
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_presets_ship_inside_the_package_for_the_wheel_and_the_extension(monkeypatch) -> None:
+    import tomllib
+
+    from samtune.train.presets import list_presets, presets_dir
+
+    monkeypatch.delenv("SAMTUNE_PRESETS_DIR", raising=False)
+    folder = presets_dir()
+    files = sorted(p.name for p in folder.glob("*.json"))
+    assert folder == ROOT / "SAMTune" / "Logic" / "samtune" / "train" / "presets"
+    assert [p.name + ".json" for p in list_presets()] == files and "cpu_quick.json" in files
+    # the wheel takes them as package data; the extension lists them as module resources
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert data["tool"]["setuptools"]["package-data"]["samtune.train.presets"] == ["*.json"]
+    resources = cmake_list((ROOT / "SAMTune" / "CMakeLists.txt").read_text(encoding="utf-8"), "MODULE_PYTHON_RESOURCES")
+    assert {f"Logic/samtune/train/presets/{name}" for name in files} <= set(resources)

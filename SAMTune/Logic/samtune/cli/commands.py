@@ -36,7 +36,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, object]:
 
 
 def models(args: argparse.Namespace) -> int:
-    from samtune.models import list_backbones, weights_status
+    from samtune.models.registry import list_backbones
+    from samtune.models.weights import weights_status
 
     rows = [("name", "input", "weights", "where")]
     for spec in list_backbones():

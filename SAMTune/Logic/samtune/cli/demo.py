@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from samtune.cli.terminal import ProgressBar
-from samtune.data import make_phantom, resolve_axis, write_label, write_phantom_cases, write_volume
+from samtune.data.image_io import write_label, write_volume
+from samtune.data.phantom import make_phantom, write_phantom_cases
+from samtune.data.slicing import resolve_axis
 from samtune.errors import OutputError
 from samtune.metrics import dice
-from samtune.predict import PredictConfig, boxes_from_label, predict_volume
+from samtune.predict.config import PredictConfig
+from samtune.predict.user_prompts import boxes_from_label
+from samtune.predict.volume import predict_volume
 
 #: Marker file of a folder the demo made (only such a folder is ever emptied by a later demo).
 MARKER = ".samtune-demo"
@@ -95,9 +99,11 @@ def run_demo(
     Returns:
         Dice of the three predictions and the seconds each stage took.
     """
-    from samtune.models import build_model, resolve_device
-    from samtune.train import fine_tune, load_preset
+    from samtune.models.builders import build_model
+    from samtune.models.device import resolve_device
+    from samtune.train.fine_tuning import fine_tune
     from samtune.train.manifest import cases_from_manifest
+    from samtune.train.presets import load_preset
 
     folder = Path(out_dir if out_dir is not None else "samtune-demo").expanduser().resolve()
     _prepare(folder)

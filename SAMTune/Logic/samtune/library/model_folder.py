@@ -23,16 +23,10 @@ from samtune.atomic import as_if_created
 from samtune.config_io import config_from_dict
 from samtune.errors import ConfigurationError, OutputError, TrainingDivergedError, WeightsError
 from samtune.library.card import CARD_VERSION, MODEL_CARD, MODEL_WEIGHTS, read_model_card
-from samtune.models import (
-    build_model,
-    build_tiny_model,
-    get_backbone,
-    load_checkpoint,
-    locate_weights,
-    save_state_dict,
-    sha256_file,
-)
+from samtune.models.builders import build_model, build_tiny_model
+from samtune.models.registry import get_backbone
 from samtune.models.sam_model import SamModel
+from samtune.models.weights import load_checkpoint, locate_weights, save_state_dict, sha256_file
 from samtune.peft.apply import FineTuneConfig, apply_finetuning
 
 
@@ -144,7 +138,7 @@ def load_trained_model(
     with torch.no_grad():
         for name, value in state.items():
             parameters[name].copy_(value)
-    from samtune.models import resolve_device
+    from samtune.models.device import resolve_device
 
     model.to(resolve_device(device) if isinstance(device, str) else device)
     model.eval()

@@ -1,7 +1,6 @@
-"""Fine-tuning settings: method, scope and each method's own configuration (no torch needed).
-
-The Slicer panel and the preset list read these before PyTorch is installed, so this module and the
-method ``config`` modules it imports never import torch.
+"""Fine-tuning settings, in one place: method, scope and each method's own configuration (LoRA,
+Adapter, Conv-LoRA, the learned prompt). No torch: the Slicer panel and the preset list read these
+before PyTorch is installed.
 """
 
 from __future__ import annotations
@@ -10,9 +9,106 @@ from dataclasses import dataclass, field
 
 from samtune.enums import StrEnum
 from samtune.errors import ConfigurationError
-from samtune.peft.adapter.config import AdapterConfig
-from samtune.peft.conv_lora.config import ConvLoRAConfig
-from samtune.peft.lora.config import LoRAConfig
+
+
+@dataclass
+class LoRAConfig:
+    """Low-rank adaptation of attention projections.
+
+    Attributes:
+        rank: Rank of the update (default 4, as SAMed and the finetune-SAM study).
+        alpha: Scaling numerator; the update is multiplied by ``alpha / rank``.
+        dropout: Dropout on the LoRA input.
+        encoder: Adapt the image encoder's fused qkv.
+        encoder_projections: Which of q, k, v in the encoder (default q and v).
+        encoder_blocks: ``"all"``, ``"ends"`` (first two and last two) or block indices.
+        decoder: Adapt the mask decoder's attention ``q_proj`` / ``v_proj`` (self-attention, both
+            cross-attentions and the final attention).
+        decoder_projections: Which decoder projections (``q_proj``, ``k_proj``, ``v_proj``).
+    """
+
+    rank: int = 4
+    alpha: float = 4.0
+    dropout: float = 0.0
+    encoder: bool = True
+    encoder_projections: list[str] = field(default_factory=lambda: ["q", "v"])
+    encoder_blocks: str | list[int] = "all"
+    decoder: bool = True
+    decoder_projections: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        if int(self.rank) < 1:
+            raise ConfigurationError(f"LoRA rank must be at least 1, got {self.rank}.")
+        if float(self.alpha) <= 0:
+            raise ConfigurationError(f"LoRA alpha must be positive, got {self.alpha}.")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigurationError(f"LoRA dropout must be in [0, 1), got {self.dropout}.")
+        bad = [p for p in self.encoder_projections if p not in ("q", "k", "v")]
+        if bad or not self.encoder_projections:
+            raise ConfigurationError(f"encoder_projections must be a non-empty subset of q, k, v; got {bad or '[]'}.")
+        bad = [p for p in self.decoder_projections if p not in ("q_proj", "k_proj", "v_proj")]
+        if bad or not self.decoder_projections:
+            raise ConfigurationError(
+                f"decoder_projections must be a non-empty subset of q_proj, k_proj, v_proj; got {bad or []}."
+            )
+        if not self.encoder and not self.decoder:
+            raise ConfigurationError("LoRA needs encoder=True, decoder=True or both.")
+
+
+@dataclass
+class AdapterConfig:
+    """Bottleneck adapters after attention (with skip) and parallel to the MLP.
+
+    Attributes:
+        ratio: Bottleneck width as a fraction of the layer width (0.25 as Med-SA).
+        mlp_scale: Scale of the adapter parallel to the MLP (0.5 as Med-SA).
+        encoder: Add adapters to image-encoder blocks.
+        encoder_blocks: ``"ends"`` (first two and last two, computed from the depth), ``"all"`` or indices.
+        decoder: Add adapters to the mask decoder (after both cross-attentions, parallel to the MLP).
+    """
+
+    ratio: float = 0.25
+    mlp_scale: float = 0.5
+    encoder: bool = True
+    encoder_blocks: str | list[int] = "ends"
+    decoder: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.ratio) <= 1.0:
+            raise ConfigurationError(f"Adapter ratio must be in (0, 1], got {self.ratio}.")
+        if float(self.mlp_scale) <= 0:
+            raise ConfigurationError(f"Adapter mlp_scale must be positive, got {self.mlp_scale}.")
+        if not self.encoder and not self.decoder:
+            raise ConfigurationError("Adapter needs encoder=True, decoder=True or both.")
+
+
+@dataclass
+class ConvLoRAConfig:
+    """Mixture of convolution experts inside a LoRA bottleneck on the encoder's fused qkv.
+
+    Attributes:
+        rank: Bottleneck width (3 in the reference code).
+        alpha: Scaling numerator (32 in the reference code); update scaled by ``alpha / rank``.
+        scales: Up-scaling ratio of each expert; the paper uses 8 experts at 1..8.
+        noise: Noisy gating during training.
+        balance_weight: Weight of each layer's load-balancing loss (0.01).
+        encoder_blocks: ``"all"``, ``"ends"`` or block indices.
+    """
+
+    rank: int = 3
+    alpha: float = 32.0
+    scales: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
+    noise: bool = True
+    balance_weight: float = 0.01
+    encoder_blocks: str | list[int] = "all"
+
+    def __post_init__(self) -> None:
+        if int(self.rank) < 1:
+            raise ConfigurationError(f"Conv-LoRA rank must be at least 1, got {self.rank}.")
+        if not self.scales or any(int(s) < 1 for s in self.scales):
+            raise ConfigurationError(f"Conv-LoRA scales must be positive integers, got {self.scales}.")
+        if float(self.balance_weight) < 0:
+            raise ConfigurationError(f"balance_weight must be >= 0, got {self.balance_weight}.")
 
 
 @dataclass

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from samtune.train.config import (
         AugmentConfig,
         BiLevelConfig,
-        EmbeddingCache,
+        EmbeddingCacheMode,
         Hypergradient,
         LossKind,
         MixedPrecision,

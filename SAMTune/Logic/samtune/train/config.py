@@ -74,7 +74,7 @@ class Optimiser(StrEnum):
     JOINT = "joint"  # ablation: prompt and weights in one optimiser on D1 and D2 together
 
 
-class EmbeddingCache(StrEnum):
+class EmbeddingCacheMode(StrEnum):
     """Whether training computes image embeddings once and reuses them every epoch."""
 
     AUTO = "auto"  # when the encoder is frozen
@@ -193,7 +193,7 @@ class TrainConfig:
     empty_keep_fraction: float = 0.1
     slices: SliceConfig = field(default_factory=SliceConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    embedding_cache: EmbeddingCache = EmbeddingCache.AUTO
+    embedding_cache: EmbeddingCacheMode = EmbeddingCacheMode.AUTO
     device: str = "auto"
     mixed_precision: MixedPrecision = MixedPrecision.AUTO
     gradient_checkpointing: bool = False
@@ -217,7 +217,7 @@ class TrainConfig:
         self.prompt_mode = PromptMode.parse(self.prompt_mode, what="prompt mode")
         self.loss = LossKind.parse(self.loss, what="loss")
         self.empty_slices = EmptySlicePolicy.parse(self.empty_slices, what="empty-slice policy")
-        self.embedding_cache = EmbeddingCache.parse(self.embedding_cache, what="embedding_cache")
+        self.embedding_cache = EmbeddingCacheMode.parse(self.embedding_cache, what="embedding_cache")
         self.mixed_precision = MixedPrecision.parse(self.mixed_precision, what="mixed_precision")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
@@ -270,13 +270,13 @@ class TrainConfig:
     @property
     def uses_cache(self) -> bool:
         """Whether this run uses the image-embedding cache."""
-        if self.embedding_cache is EmbeddingCache.ON:
+        if self.embedding_cache is EmbeddingCacheMode.ON:
             if not self.encoder_frozen:
                 raise ConfigurationError(
                     "embedding_cache 'on' needs a frozen encoder (scope 'decoder', not Conv-LoRA)."
                 )
             return True
-        return self.embedding_cache is EmbeddingCache.AUTO and self.encoder_frozen
+        return self.embedding_cache is EmbeddingCacheMode.AUTO and self.encoder_frozen
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -12,7 +12,8 @@ import torch
 
 from samtune.data.split import split_cases
 from samtune.errors import DataError, TrainingCancelledError
-from samtune.models import build_model, build_tiny_model, resolve_device
+from samtune.models.builders import build_model, build_tiny_model
+from samtune.models.device import resolve_device
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import apply_finetuning
 from samtune.train.bilevel import BiLevelTrainer
@@ -20,6 +21,7 @@ from samtune.train.checkpoint_store import CheckpointStore
 from samtune.train.config import Optimiser, TrainConfig
 from samtune.train.data import SliceSamples, TrainingCase, build_samples
 from samtune.train.distributed import DistributedContext, device_for
+from samtune.train.loop import run_epochs
 from samtune.train.state import TrainResult
 from samtune.train.trainer import EventCallback, Trainer
 
@@ -189,9 +191,10 @@ def fine_tune(
             on_event({"event": "checkpoint", "path": str(path), "epoch": int(training_state["epoch"]) - 1,
                       "step": int(training_state["step"]), "reason": reason})  # fmt: skip
 
-    result = trainer.fit(
-        checkpoint=save_checkpoint if store is not None and main_process else None, resume=state, should_stop=stop
-    )
+    result = run_epochs(
+        trainer, checkpoint=save_checkpoint if store is not None and main_process else None, resume=state,
+        should_stop=stop,
+    )  # fmt: skip
     trainer.load_best(result)
     model.eval()
     summary = _summary(train, val, cases)

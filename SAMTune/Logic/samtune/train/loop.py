@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from samtune.errors import TrainingCancelledError
+from samtune.errors import OutOfMemoryError, TrainingCancelledError
 from samtune.train.state import TrainingState, TrainResult, trainable_state
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def run_epochs(
         assert plan is not None
         while state.position < len(plan):
             item = plan[state.position]
-            values = trainer._guarded(lambda item=item: trainer._run_step(item))  # type: ignore[misc]
+            values = _guarded(trainer, item)
             state.position += 1
             state.step += 1
             for key, value in values.items():
@@ -79,6 +79,17 @@ def run_epochs(
         if stop and state.epoch <= config.epochs:  # asked during the epoch's last step
             _stop(trainer, checkpoint, epoch)
     return result
+
+
+def _guarded(trainer: Trainer, item: list[list[int]]) -> dict[str, float]:
+    """Run one planned step; a CUDA out-of-memory error becomes one that says what to change."""
+    try:
+        return trainer._run_step(item)
+    except torch.cuda.OutOfMemoryError as error:
+        raise OutOfMemoryError(
+            f"The GPU ran out of memory at batch size {trainer.config.batch_size}. Use a smaller batch size, "
+            "turn on gradient_checkpointing, or the 'CPU quick' preset."
+        ) from error
 
 
 def _end_epoch(trainer: Trainer, epoch: int, seconds: float) -> bool:

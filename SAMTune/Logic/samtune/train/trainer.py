@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from samtune.errors import OutOfMemoryError, SAMTuneError, TrainingDivergedError
+from samtune.errors import SAMTuneError, TrainingDivergedError
 from samtune.models.sam_model import SamModel
 from samtune.peft.config import Method
-from samtune.peft.conv_lora import balance_loss
+from samtune.peft.conv_lora.inject import balance_loss
 from samtune.peft.learned_prompt import prompt_parameters
 from samtune.train.augment import augment_batch
 from samtune.train.cache import EmbeddingCache
@@ -266,15 +266,6 @@ class Trainer:
             return {}
         val_dice, val_nsd = self.evaluate(self.val_samples, self.val_cache)
         return {"val_dice": val_dice, "val_nsd": val_nsd}
-
-    def _guarded(self, step: Callable[[], dict[str, float]]) -> dict[str, float]:
-        try:
-            return step()
-        except torch.cuda.OutOfMemoryError as error:
-            raise OutOfMemoryError(
-                f"The GPU ran out of memory at batch size {self.config.batch_size}. Use a smaller batch size, "
-                "turn on gradient_checkpointing, or the 'CPU quick' preset."
-            ) from error
 
     def _epoch_plan(self, epoch: int) -> list[list[list[int]]]:
         """The batches of one epoch, drawn from the seeded generator: per step, lists of sample rows."""

@@ -21,10 +21,14 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
     Raises:
         CancelledError: ``should_stop`` said so (checked after every slice); ``job.out`` is not written.
     """
-    from samtune.data import read_volume, resolve_axis, write_label
+    from samtune.data.image_io import read_volume, write_label
+    from samtune.data.slicing import resolve_axis
     from samtune.errors import CancelledError
-    from samtune.models import build_model, get_backbone, resolve_device
-    from samtune.predict import predict_volume, prompts_from_spec
+    from samtune.models.builders import build_model
+    from samtune.models.device import resolve_device
+    from samtune.models.registry import get_backbone
+    from samtune.predict.user_prompts import prompts_from_spec
+    from samtune.predict.volume import predict_volume
 
     out = Path(job.out)
     check_output_path(out, inputs=[job.image])

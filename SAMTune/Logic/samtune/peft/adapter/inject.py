@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from samtune.peft.adapter.config import AdapterConfig
 from samtune.peft.adapter.layer import ParallelAdapter, SerialAdapter
 from samtune.peft.base import InjectionReport, inject
+from samtune.peft.config import AdapterConfig
 from samtune.peft.targets import encoder_blocks, select_blocks
 
 _DECODER_SERIAL = (

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from samtune._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from samtune.peft.conv_lora.config import ConvLoRAConfig
+    from samtune.peft.config import ConvLoRAConfig
     from samtune.peft.conv_lora.inject import balance_loss, inject_conv_lora
     from samtune.peft.conv_lora.layer import ConvExpert, ConvLoRAQKV
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from samtune.peft.base import InjectionReport, inject
-from samtune.peft.conv_lora.config import ConvLoRAConfig
+from samtune.peft.config import ConvLoRAConfig
 from samtune.peft.conv_lora.layer import ConvLoRAQKV
 from samtune.peft.targets import encoder_blocks, select_blocks
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from samtune.peft.base import InjectionReport, inject
-from samtune.peft.lora.config import LoRAConfig
+from samtune.peft.config import LoRAConfig
 from samtune.peft.lora.layer import FusedQKVLoRA, LoRALinear
 from samtune.peft.targets import DECODER_ATTENTIONS, encoder_blocks, qkv_channels, select_blocks
 
