@@ -19,6 +19,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from samtune.data.slicing import slice_index
 from samtune.data.volume import Geometry, Volume
 
 #: RAS <-> LPS: flip the first two axes.
@@ -195,7 +196,5 @@ def sliceAxisOfView(volumeNode, sliceToRas) -> int:
 
 def sliceIndexAt(volumeNode, ras, axis: int) -> int:
     """The slice (along numpy ``axis``) that contains world position ``ras``, clipped to the volume."""
-    ijk = rasToIjk(volumeNode, ras)
-    dims = volumeNode.GetImageData().GetDimensions()  # (i, j, k)
-    component = 2 - int(axis)
-    return int(np.clip(round(float(ijk[component])), 0, dims[component] - 1))
+    last = gridShape(volumeNode)[int(axis)] - 1
+    return int(np.clip(slice_index(rasToIjk(volumeNode, ras), int(axis)), 0, last))

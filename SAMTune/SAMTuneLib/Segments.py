@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 import slicer
+import vtk
 from vtk.util import numpy_support
 
-from SAMTuneLib.Geometry import gridShape, isEmpty, orientedToArray, referenceImage, transformBetween
+from SAMTuneLib.Geometry import (
+    gridShape,
+    ijkToRasOfVolume,
+    isEmpty,
+    numpyToMatrix,
+    orientedToArray,
+    referenceImage,
+    transformBetween,
+)
 
 #: Segment colours for predicted structures (Slicer's first generic anatomy colours).
 DEFAULT_COLORS = [
@@ -223,6 +232,108 @@ def writeMaskToSegment(mask: np.ndarray, segmentationNode, volumeNode, *, name: 
     modeValue = logic.MODE_REPLACE if mode == "replace" else logic.MODE_MERGE_MAX
     if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, modeValue, image.GetExtent()):
         raise RuntimeError(f"Slicer could not write the mask into segment '{segmentId}'.")
+    return segmentId
+
+
+def sliceRuns(indices) -> list[tuple[int, int]]:
+    """Sorted slice indices as runs of consecutive slices: ``[0, 1, 2, 5, 7, 8]`` -> ``[(0, 2), (5, 5), (7, 8)]``."""
+    runs: list[tuple[int, int]] = []
+    for index in sorted(set(int(i) for i in indices)):
+        if runs and index == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
+
+
+def _slabImage(slab: np.ndarray, axis: int, first: int, volumeNode) -> slicer.vtkOrientedImageData:
+    """A ``(K, J, I)`` block of the volume's grid that starts at slice ``first`` along ``axis``, as an
+    oriented image on the volume's lattice (its extent is the block's, its geometry the volume's)."""
+    extent = [0, 0, 0, 0, 0, 0]
+    for numpyAxis, size in enumerate(slab.shape):
+        start = first if numpyAxis == axis else 0
+        extent[2 * (2 - numpyAxis)], extent[2 * (2 - numpyAxis) + 1] = start, start + size - 1
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(extent)
+    image.SetImageToWorldMatrix(numpyToMatrix(ijkToRasOfVolume(volumeNode)))
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = np.asarray(slab, dtype=np.uint8).ravel()
+    return image
+
+
+def _slabWritable(segmentationNode, segmentId: str | None, volumeNode) -> bool:
+    """Whether slices can be written in place: the segment exists, is stored as a non-empty binary
+    labelmap (the source representation) on the volume's lattice, and no transform lies between the nodes."""
+    if segmentId is None or transformBetween(volumeNode, segmentationNode) is not None:
+        return False
+    name = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentation.GetSourceRepresentationName() != name:
+        return False
+    labelmap = segmentation.GetSegment(segmentId).GetRepresentation(name)  # the segment's own image, not a copy
+    if labelmap is None or not labelmap.IsA("vtkOrientedImageData") or isEmpty(labelmap):
+        return False
+    lattice = slicer.vtkOrientedImageData()
+    lattice.SetImageToWorldMatrix(numpyToMatrix(ijkToRasOfVolume(volumeNode)))
+    return bool(slicer.vtkOrientedImageDataResample.DoGeometriesMatch(labelmap, lattice))
+
+
+def writeSlicesToSegment(masks: dict[int, np.ndarray], axis: int, segmentationNode, volumeNode, *, name: str,
+                         color=None) -> str:  # fmt: skip
+    """Replace some slices of a segment, leaving every other slice as it was; returns the segment id.
+
+    Each run of consecutive slices is written as one block of the volume's grid, the way the Segment
+    Editor's "set" modification works: ``MODE_MERGE_MIN`` with the block clears the segment where the
+    block is off, then ``MODE_MERGE_MASK`` sets it where the block is on (both limited to the block's
+    extent; a ``MODE_REPLACE`` with an extent would drop the segment outside it). Where that cannot be
+    done safely (no such segment yet, an empty one, a transform between the nodes, a labelmap on another
+    lattice or a segmentation whose source is not a labelmap), the whole segment is read onto the volume's
+    grid, the slices replaced, and the result written with :func:`writeMaskToSegment`.
+
+    Args:
+        masks: ``{slice index: 2D boolean mask}`` along numpy ``axis`` of the volume's ``(K, J, I)`` grid
+            (an all-false mask clears its slice).
+        axis: numpy axis (0 = k, 1 = j, 2 = i) the slices are cut across.
+        segmentationNode: Target segmentation.
+        volumeNode: The volume the masks were predicted on.
+        name: The segment (created when the segmentation has none of that name).
+        color: RGB in 0..1 for a new segment.
+
+    Raises:
+        ValueError: A slice index outside the volume or a mask of the wrong shape.
+    """
+    shape = gridShape(volumeNode)
+    if int(axis) not in (0, 1, 2):
+        raise ValueError(f"axis must be a numpy axis 0, 1 or 2, got {axis!r}.")
+    axis = int(axis)
+    sliceShape = tuple(size for numpyAxis, size in enumerate(shape) if numpyAxis != axis)
+    for index, mask in masks.items():
+        if not 0 <= int(index) < shape[axis]:
+            raise ValueError(f"Slice {index} lies outside volume '{volumeNode.GetName()}' "
+                             f"({shape[axis]} slices along axis {axis}).")  # fmt: skip
+        if np.shape(mask) != sliceShape:
+            raise ValueError(f"The mask of slice {index} has shape {np.shape(mask)}; slices of "
+                             f"'{volumeNode.GetName()}' along axis {axis} are {sliceShape}.")  # fmt: skip
+    segmentId = segmentIdsByName(segmentationNode).get(name)
+    if not _slabWritable(segmentationNode, segmentId, volumeNode):
+        full = (segmentMask(segmentationNode, segmentId, volumeNode) if segmentId is not None
+                else np.zeros(shape, dtype=bool))  # fmt: skip
+        moved = np.moveaxis(full, axis, 0)
+        for index, mask in masks.items():
+            moved[int(index)] = mask
+        return writeMaskToSegment(full, segmentationNode, volumeNode, name=name, segmentId=segmentId, color=color)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    for first, last in sliceRuns(masks):
+        slab = np.stack([np.asarray(masks[i], dtype=bool) for i in range(first, last + 1)], axis=axis)
+        image = _slabImage(slab, axis, first, volumeNode)
+        extent = image.GetExtent()
+        # clear where the block is off (the segment's voxels only), then set where it is on
+        if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_MERGE_MIN, extent):
+            raise RuntimeError(f"Slicer could not clear slices {first}-{last} of segment '{segmentId}'.")
+        if slab.any() and not logic.SetBinaryLabelmapToSegment(
+            image, segmentationNode, segmentId, logic.MODE_MERGE_MASK, extent
+        ):
+            raise RuntimeError(f"Slicer could not write slices {first}-{last} into segment '{segmentId}'.")
     return segmentId
 
 

@@ -6,7 +6,8 @@ per ``(axis, slice)`` across clicks, views, threshold changes and re-activations
 the model or the volume changes. Prompts are kept per slice (:class:`samtune.predict.prompt_book.PromptBook`),
 and a click segments the slice of the view it was made in (axial, sagittal, coronal, or an oblique
 view aligned with the volume's axes). Range and whole-volume runs go to the background worker
-through the SAMTune module's job runner; each run writes into a freshly cleared preview node.
+through the SAMTune module's job runner; each run writes into a freshly cleared preview node and
+hands over its mask. A prompted click rewrites only its slices of the preview segment.
 Results are written into the selected segment only by Apply, after ``saveStateForUndo()``, through
 the editor's own modifier labelmap (resampled onto the segmentation's geometry).
 
@@ -30,6 +31,8 @@ DRAG_PIXELS = 5
 SLICE_SEARCH_STEP = 4
 #: Name of the segment in the preview node.
 PREVIEW_SEGMENT = "SAM auto preview"
+#: Its colour.
+PREVIEW_COLOR = (1.0, 1.0, 0.0)
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -333,11 +336,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onJobDone(self, job):
         if job is not self.job or self.ui is None:
             return  # an older run (its preview node was emptied since), or the effect is gone
-        from SAMTuneLib.Segments import segmentMask
-
         self.job = None
-        if job.result.state.value == "finished" and job.segmentId is not None:
-            self.previewMask = segmentMask(job.segmentationNode, job.segmentId, self.sourceVolume())
+        if job.result.state.value == "finished" and job.mask is not None:
+            self.previewMask = job.mask  # the job's own result on the volume's grid: nothing is read back
+            segment = job.segmentationNode.GetSegmentation().GetSegment(job.segmentId)
+            if segment is not None:  # the preview segment: prompted clicks then edit its slices in place
+                segment.SetName(PREVIEW_SEGMENT)
+                segment.SetColor(*PREVIEW_COLOR)
             self.ui.statusLabel.text = _("Preview ready: Apply writes it into the selected segment.")
         else:
             self.ui.statusLabel.text = job.error or job.result.message
@@ -366,24 +371,30 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.previewNode.GetDisplayNode().SetOpacity(0.5)
             self.previewNode.SetHideFromEditors(True)
         self.previewNode.GetSegmentation().RemoveAllSegments()
+        volume = self.sourceVolume()
+        if volume is not None:  # in the volume's frame, so that slice edits are written in place
+            self.previewNode.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
         return self.previewNode
 
     def showPreview(self, masks, session):
-        from SAMTuneLib.Segments import writeMaskToSegment
+        """Show ``{slice index: mask}`` along ``session.axis``; in prompted mode the other slices' masks stay."""
+        from SAMTuneLib.Segments import segmentIdsByName, writeMaskToSegment, writeSlicesToSegment
 
-        full = np.zeros(session.volume.shape[:3], dtype=bool)
+        shape = tuple(session.volume.shape[:3])
+        prompted = self.ui.modeComboBox.currentData == "prompted"
+        keep = prompted and self.previewMask is not None and self.previewMask.shape == shape
+        full = self.previewMask.copy() if keep else np.zeros(shape, dtype=bool)
         moved = np.moveaxis(full, session.axis, 0)
         for index, mask in masks.items():
             moved[index] = mask
-        prompted = self.ui.modeComboBox.currentData == "prompted"
-        if prompted and self.previewMask is not None and self.previewMask.shape == full.shape:
-            keep = np.moveaxis(self.previewMask, session.axis, 0).copy()
-            for index in masks:
-                keep[index] = False
-            full |= np.moveaxis(keep, 0, session.axis)  # other slices' prompted masks stay in the preview
-        self.previewMask = full
-        writeMaskToSegment(full, self.clearedPreviewNode(), self.sourceVolume(), name=PREVIEW_SEGMENT,
-                           color=(1, 1, 0))  # fmt: skip
+        self.previewMask = full  # what Apply writes
+        node = self.previewNode
+        if keep and node is not None and node.GetScene() is not None and PREVIEW_SEGMENT in segmentIdsByName(node):
+            writeSlicesToSegment(masks, session.axis, node, self.sourceVolume(), name=PREVIEW_SEGMENT,
+                                 color=PREVIEW_COLOR)  # fmt: skip
+        else:  # a new preview, or the shown one is gone: write it whole
+            writeMaskToSegment(full, self.clearedPreviewNode(), self.sourceVolume(), name=PREVIEW_SEGMENT,
+                               color=PREVIEW_COLOR)  # fmt: skip
         self.ui.statusLabel.text = _("{n} slice(s) in the preview; {v} voxels.").format(n=len(masks), v=int(full.sum()))
         self.updateGui()
 

@@ -120,6 +120,21 @@ def test_the_view_decides_the_slicing_axis(scene):
     assert geometry.sliceIndexAt(turned, position, 0) == 1 and geometry.sliceIndexAt(turned, position, 1) == 3
 
 
+def test_the_slice_at_a_position_is_the_cores_slice_clipped_to_the_volume(scene):
+    from samtune.data.slicing import slice_index
+
+    array = np.zeros((4, 5, 6), dtype=np.int16)  # K, J, I
+    node = add_volume(scene, array, ijk_to_ras((0.8, 1.1, 2.5), (3.0, -4.0, 9.0), rotation(35, 2)), name="oblique")
+    for ijk in [(1.2, 3.6, 2.4), (5.49, 0.51, 3.2), (0.0, 4.0, 0.0)]:
+        position = geometry.ijkToRas(node, ijk)
+        assert [geometry.sliceIndexAt(node, position, axis) for axis in (0, 1, 2)] == [
+            slice_index(geometry.rasToIjk(node, position), axis) for axis in (0, 1, 2)
+        ]
+    assert [geometry.sliceIndexAt(node, geometry.ijkToRas(node, (-3.0, -1.0, -7.0)), a) for a in (0, 1, 2)] == [0] * 3
+    beyond = geometry.ijkToRas(node, (9.0, 12.0, 6.0))
+    assert [geometry.sliceIndexAt(node, beyond, axis) for axis in (0, 1, 2)] == [3, 4, 5]  # the last slices
+
+
 def test_reader_geometry_helpers_round_trip(scene, volume):
     image = geometry.referenceImage(volume)
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = 1
