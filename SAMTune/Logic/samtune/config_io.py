@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import math
@@ -76,6 +77,10 @@ def check_value(value: Any, hint: Any, path: str) -> None:
         elif args:
             for n, item in enumerate(value):
                 check_value(item, args[0], f"{path}[{n}]")
+        return
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(value, (dict, hint)):
+            raise ConfigurationError(f"'{path}' must be a JSON object, got {_describe(value)}.")
         return
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
@@ -178,10 +183,10 @@ def option(
 
 def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``overrides`` into a copy of ``base`` (nested dicts merge, other values replace)."""
-    out = dict(base)
+    out = copy.deepcopy(base)  # the result shares nothing with its inputs
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge_overrides(out[key], value)
         else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out

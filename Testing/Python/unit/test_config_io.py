@@ -146,6 +146,7 @@ def test_a_nested_dataclass_instance_is_taken_as_it_is() -> None:
 @pytest.mark.parametrize("value", [5, "rank", [1], True])
 def test_a_nested_object_of_the_wrong_type_is_refused(value: Any) -> None:
     assert _error({"inner": value}).startswith("'inner' must be a JSON object, got ")
+    assert _error({"optional": value}).startswith("'optional' must be a JSON object, got ")  # `Inner | None` too
 
 
 # --- config_from_dict / check_value: types ------------------------------------------------------------
@@ -257,6 +258,11 @@ def test_merge_overrides_changes_neither_input() -> None:
     merged = merge_overrides(base, overrides)
     assert base == base_before and overrides == overrides_before
     assert merged["finetune"] is not base["finetune"] and merged["finetune"]["lora"] is not base["finetune"]["lora"]
+    untouched = merge_overrides({"a": {"b": [1]}}, {"c": 1})
+    assert untouched["a"] == {"b": [1]}
+    source = {"a": {"b": [1]}}
+    merge_overrides(source, {"c": 1})["a"]["b"].append(2)  # changing the result later leaves the input alone
+    assert source == {"a": {"b": [1]}}
 
 
 # --- the real configurations ---------------------------------------------------------------------------

@@ -64,6 +64,11 @@ def save_trained_model(
             f"Not saving model '{folder.name}': {len(broken)} weight tensor(s) hold NaN or infinite values "
             f"(e.g. {broken[0]}); training diverged. Lower the learning rate and train again."
         )
+    reserved = {"format", "card_version", "name", "backbone", "backbone_sha256", "structure", "training", "data",
+                "metrics", "trainable_parameters", "versions", "created"}  # fmt: skip
+    clash = sorted(reserved & set(extra or {}))
+    if clash:
+        raise ValueError(f"extra card fields may not replace the card's own: {clash}")
     card = {
         "format": "samtune-model",
         "card_version": CARD_VERSION,
@@ -135,6 +140,16 @@ def load_trained_model(
     unknown = [k for k in state if k not in parameters]
     if unknown:
         raise WeightsError(f"'{folder / MODEL_WEIGHTS}' has weights the model does not have (e.g. {unknown[:3]}).")
+    missing = sorted(n for n, p in parameters.items() if p.requires_grad and n not in state)
+    if missing:
+        raise WeightsError(
+            f"'{folder / MODEL_WEIGHTS}' lacks {len(missing)} of the model's trained weights (e.g. {missing[:3]}); "
+            "the folder is incomplete. Export the model again from where it was trained, or retrain it."
+        )
+    wrong = [f"{n} {tuple(v.shape)} (expected {tuple(parameters[n].shape)})" for n, v in state.items()
+             if tuple(v.shape) != tuple(parameters[n].shape)]  # fmt: skip
+    if wrong:
+        raise WeightsError(f"'{folder / MODEL_WEIGHTS}' does not fit its model card: {wrong[0]}.")
     with torch.no_grad():
         for name, value in state.items():
             parameters[name].copy_(value)

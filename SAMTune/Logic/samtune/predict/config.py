@@ -114,6 +114,13 @@ class PromptSpec:
         help="negative point (outside the structure) in voxel indices; repeatable",
     )  # fmt: skip
 
+    def __post_init__(self) -> None:
+        for name, size, layout in (("box", 6, "[i0, j0, k0, i1, j1, k1]"), ("point", 3, "[i, j, k]"),
+                                   ("neg_point", 3, "[i, j, k]")):  # fmt: skip
+            for item in getattr(self, name):
+                if not isinstance(item, (list, tuple)) or len(item) != size:
+                    raise ConfigurationError(f"Each prompts.{name} is {layout} in voxel indices, got {item!r}.")
+
     @property
     def is_empty(self) -> bool:
         return not (self.box or self.point or self.neg_point)

@@ -141,7 +141,8 @@ def kill_process_tree(pid: int, *, known: Sequence[Any] = ()) -> None:
     seen = {p.pid for p in processes}
     processes = [p for p in process_tree(pid) if p.pid not in seen] + processes
     signal_processes(sorted(processes, key=lambda p: p.pid == pid), signal.SIGKILL if os.name == "posix" else 9)
-    psutil.wait_procs(processes, timeout=5)
+    # the root is our own child: leave its exit status for Popen (waiting here would reap it, and its code be lost)
+    psutil.wait_procs([p for p in processes if p.pid != pid], timeout=5)
 
 
 @dataclass
@@ -321,6 +322,8 @@ class WorkerClient:
         kind = terminal["event"] if terminal else None
         if kind == "finished" and code == 0:
             state, message = JobState.FINISHED, "Finished."
+        elif kind == "finished" and not self._killed:
+            state, message = JobState.FAILED, f"The worker reported the job finished but then exited with code {code}."
         elif kind == "cancelled" or code == EXIT_CODES["cancelled"]:
             state = JobState.CANCELLED
             message = (terminal or {}).get("message") or "Cancelled; the last checkpoint was kept."

@@ -31,6 +31,8 @@ def _plain(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (bool, int, str)):
         return value
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy / torch arrays and scalars
+        return _plain(value.tolist())
     if hasattr(value, "item") and callable(value.item):
         return _plain(value.item())
     return str(value)
@@ -38,6 +40,11 @@ def _plain(value: Any) -> Any:
 
 def event_line(event: dict[str, Any]) -> str:
     """Serialise an event dict (its type under ``event``, as on the wire) as one protocol line (no newline)."""
+    if event.get("event") not in EVENT_TYPES:
+        raise ValueError(f"Unknown event type {event.get('event')!r}; the protocol defines {', '.join(EVENT_TYPES)}.")
+    reserved = sorted({"v", "time"} & set(event))
+    if reserved:
+        raise ValueError(f"Event fields {reserved} are the protocol's own; name them otherwise.")
     fields = {k: v for k, v in event.items() if k != "event"}
     record = {
         "v": PROTOCOL_VERSION,

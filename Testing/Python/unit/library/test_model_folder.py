@@ -208,3 +208,35 @@ def test_a_model_cannot_be_written_into_a_missing_folder(tmp_path: Path) -> None
     with pytest.raises(OutputError, match="the folder '.*absent' does not exist"):
         _save(tmp_path / "absent" / "atrium", _tiny())
     assert list(tmp_path.iterdir()) == []
+
+
+def _copy_with_weights(saved: tuple[SamModel, Path], folder: Path, change: Any) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir()
+    (folder / "model_card.json").write_bytes((saved[1] / "model_card.json").read_bytes())
+    state = load_file(str(saved[1] / "weights.safetensors"))
+    save_file(change(state), str(folder / "weights.safetensors"))
+    return folder
+
+
+def test_a_weights_file_missing_trained_tensors_is_refused(saved: tuple[SamModel, Path], tmp_path: Path) -> None:
+    folder = _copy_with_weights(saved, tmp_path / "partial", lambda state: dict(list(state.items())[1:]))
+    with pytest.raises(WeightsError, match="lacks 1 of the model's trained weights"):
+        load_trained_model(folder)
+
+
+def test_a_tensor_of_the_wrong_shape_is_a_weights_error(saved: tuple[SamModel, Path], tmp_path: Path) -> None:
+    def reshape(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        name = next(iter(state))
+        return {**state, name: torch.zeros(state[name].numel() + 1)}
+
+    folder = _copy_with_weights(saved, tmp_path / "misshapen", reshape)
+    with pytest.raises(WeightsError, match="does not fit its model card"):
+        load_trained_model(folder)
+
+
+def test_extra_card_fields_cannot_replace_the_cards_own(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="format"):
+        _save(tmp_path / "m", _tiny(), extra={"tiny": True, "format": "x"})
+    assert not (tmp_path / "m").exists()

@@ -362,6 +362,7 @@ def test_kill_stops_at_once_without_waiting_for_the_grace(start: Callable[..., R
     result = run.client.wait(timeout=10)
     assert result.state is JobState.CANCELLED and result.message == "Stopped; the last periodic checkpoint was kept."
     assert _gone(int(run.logs[0]))
+    assert result.exit_code == -signal.SIGKILL  # the kill does not swallow the worker's exit status
     run.client.kill()  # after the end: nothing happens
     assert run.finished == [result]
 
@@ -389,7 +390,8 @@ def test_wait_gives_up_after_its_timeout_and_the_job_goes_on(start: Callable[...
         (None, 0, JobState.FAILED, "The worker exited with code 0 without reporting a result."),
         (None, 2, JobState.FAILED, "The worker exited with code 2 without reporting a result."),
         (None, -signal.SIGKILL, JobState.FAILED, "The worker was killed by signal 9 without reporting a result."),
-        ({"event": "finished"}, 1, JobState.FAILED, None),  # it said finished, then crashed on the way out
+        ({"event": "finished"}, 1, JobState.FAILED,  # it said finished, then crashed on the way out
+         "The worker reported the job finished but then exited with code 1."),
     ],
     ids=["finished", "error event", "cancelled event", "exit 9", "exit 0 silent", "exit 2 silent", "sigkill",
          "finished then exit 1"],

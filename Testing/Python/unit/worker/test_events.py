@@ -243,3 +243,14 @@ def test_event_writer_keeps_lines_whole_when_threads_emit_together() -> None:
     assert len(events) == 800 and all(e is not None for e in events)
     for n in range(4):
         assert [e["step"] for e in events if e and e["thread"] == n] == list(range(200))
+
+
+def test_arrays_become_lists() -> None:
+    line = json.loads(event_line({"event": "metrics", "dice": np.array([0.5, 0.25]), "shape": torch.tensor([2, 3])}))
+    assert line["dice"] == [0.5, 0.25] and line["shape"] == [2, 3]
+
+
+@pytest.mark.parametrize("event", [{"event": "log", "v": 2}, {"event": "log", "time": "then"}, {"event": "done"}, {}])
+def test_an_event_the_protocol_would_not_read_is_refused_when_written(event: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="protocol"):
+        event_line(event)

@@ -7,6 +7,7 @@ Named ``test_job_documents.py``, not ``test_jobs.py``: the suite imports test mo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,11 @@ def test_the_run_job_takes_the_folder_where_it_is_and_the_device_given(tmp_path:
     assert job.model_dir == str((tmp_path / "copied" / "model").resolve())
     assert job.overrides == {"epochs": 4, "device": "cpu"}
     assert load_run_job(run).overrides == {"epochs": 4, "device": "cuda:1"}  # no device given: the recorded one
+
+
+@pytest.mark.parametrize(("prompts", "expected"), [({"box": [[1, 2, 3]]}, "prompts.box is [i0, j0, k0, i1, j1, k1]"),
+                                                   ({"point": [[1, 2]]}, "prompts.point is [i, j, k]"),
+                                                   (5, "'job.prompts' must be a JSON object")])  # fmt: skip
+def test_malformed_prompts_are_configuration_errors_when_the_job_is_read(prompts: Any, expected: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(expected)):
+        job_from_dict({"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "prompts": prompts})
