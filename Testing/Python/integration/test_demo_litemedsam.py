@@ -1,4 +1,8 @@
-"""`samtune demo` with the real bundled LiteMedSAM: the main job end to end, and what it leaves behind."""
+"""`samtune demo` with the real bundled LiteMedSAM: the main job end to end (the cpu_quick preset fine-tuned on
+real weights, then automatic prediction on an unseen phantom), and what it leaves behind.
+
+This is the one real-weights test of cpu_quick training; the command-line train and predict paths around it are
+tested with tiny models (unit/cli, unit/worker)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 from samtune.cli import main
 from samtune.data import read_label
 from samtune.errors import OutputError
+from samtune.library import read_model_card
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +28,9 @@ def test_the_demo_fine_tunes_and_beats_the_pretrained_model_without_prompts(tmp_
     assert before == 0.0 and boxed > 0.9  # pretrained LiteMedSAM needs a prompt
     assert after > 0.6  # fine-tuned, it segments the unseen phantom without one (0.91 measured; 4 epochs: 0.00)
     assert "Dice on the unseen test phantom" in out and f"{after:.3f}" in out
-    assert (folder / "model" / "model_card.json").is_file() and (folder / "data" / "manifest.json").is_file()
+    card = read_model_card(folder / "model")  # trained on the real weights, their hash recorded
+    assert card["backbone"] == "litemedsam" and card["backbone_sha256"] and card["training"]["epochs"] == 20
+    assert (folder / "data" / "manifest.json").is_file()
     for name in ("automatic-pretrained", "box-pretrained", "automatic-fine-tuned"):
         read_label(
             folder / "predictions" / f"{name}.nii.gz", reference=read_label(folder / "data" / "test-label.nii.gz")
