@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import enum
 import math
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -105,6 +107,43 @@ def check_value(value: Any, hint: Any, path: str) -> None:
         raise ConfigurationError(f"'{path}' must be a text, got {_describe(value)}.")
 
 
+class _UnionsAsTyping(ast.NodeTransformer):
+    """``A | B`` -> ``Union[A, B]`` in an annotation, so that Python 3.9 can evaluate it."""
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:  # noqa: N802 - the visitor's naming
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.BitOr):
+            return node
+        return ast.Subscript(
+            value=ast.Name(id="__samtune_union__", ctx=ast.Load()),
+            slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()),  # type: ignore[arg-type]
+            ctx=ast.Load(),
+        )
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The evaluated type hints of a configuration dataclass, on every supported Python.
+
+    ``typing.get_type_hints`` cannot evaluate ``X | None`` before Python 3.10 (Slicer 5.8 runs 3.9);
+    there each annotation is rewritten to ``typing.Union[...]`` first, so the type checks of
+    :func:`config_from_dict` and the generated command-line options work the same on 3.9.
+    """
+    try:
+        return typing.get_type_hints(cls)
+    except TypeError:
+        pass
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        namespace = dict(vars(sys.modules[klass.__module__])) if klass.__module__ in sys.modules else {}
+        namespace["__samtune_union__"] = typing.Union
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if isinstance(annotation, str):
+                tree = ast.fix_missing_locations(_UnionsAsTyping().visit(ast.parse(annotation, mode="eval")))
+                annotation = eval(compile(tree, f"<annotation of {klass.__name__}.{name}>", "eval"), namespace)  # noqa: S307
+            hints[name] = annotation
+    return hints
+
+
 def _nested_class(hint: Any, value: Any) -> Any:
     """The dataclass a JSON object stands for under ``hint`` (also ``Config | None``), else ``hint``."""
     if isinstance(value, dict) and typing.get_origin(hint) in (typing.Union, getattr(types, "UnionType", None)):
@@ -126,8 +165,8 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> 
         raise ConfigurationError(f"Expected a JSON object for {where or cls.__name__}, got {type(data).__name__}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     try:
-        hints = typing.get_type_hints(cls)
-    except (TypeError, NameError):  # Python 3.9 cannot evaluate `X | Y`; __post_init__ converts dicts
+        hints = field_types(cls)
+    except NameError:  # a name the annotations use is not importable where the class lives
         hints = {}
     kwargs: dict[str, Any] = {}
     in_file = where.endswith(".json")  # a job or card file: name the key alone, then the file

@@ -324,3 +324,63 @@ def test_a_changed_training_configuration_round_trips_through_json() -> None:
     assert data["augment"]["zoom"] == [0.9, 1.1] and data["loss"] == "structure"
     assert data["finetune"]["method"] == "adapter" and data["slices"]["intensity"]["mode"] == "percentile"
     assert TrainConfig.from_dict(json.loads(json.dumps(data))) == config
+
+
+# --- Python 3.9 (Slicer 5.8): annotations with `X | None` --------------------------------------------
+
+
+@pytest.fixture
+def python39_hints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``typing.get_type_hints`` as on Python 3.9, where it cannot evaluate ``X | None``."""
+    import typing
+
+    real = typing.get_type_hints
+
+    def get_type_hints(cls: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if any("|" in str(a) for a in getattr(cls, "__annotations__", {}).values()):
+            raise TypeError("unsupported operand type(s) for |: 'type' and 'NoneType'")
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(typing, "get_type_hints", get_type_hints)
+
+
+def test_field_types_read_the_same_hints_where_get_type_hints_cannot() -> None:
+    import typing
+
+    from samtune.config_io import field_types
+    from samtune.data.intensity import IntensityConfig
+    from samtune.data.slicing import SliceConfig
+    from samtune.peft.config import FineTuneConfig, LoRAConfig
+    from samtune.predict.config import PredictConfig, PromptSpec
+    from samtune.train.config import TrainConfig
+    from samtune.worker.jobs import PredictJob, TrainJob
+
+    classes = (PredictJob, TrainJob, PredictConfig, PromptSpec, SliceConfig, IntensityConfig, TrainConfig,
+               FineTuneConfig, LoRAConfig)  # fmt: skip
+    expected = {cls: typing.get_type_hints(cls) for cls in classes}
+    real = typing.get_type_hints
+    try:
+        typing.get_type_hints = lambda *a, **k: (_ for _ in ()).throw(TypeError("3.9"))  # type: ignore[assignment]
+        for cls in classes:
+            assert field_types(cls) == expected[cls], cls.__name__
+    finally:
+        typing.get_type_hints = real  # type: ignore[assignment]
+
+
+@pytest.mark.usefixtures("python39_hints")
+def test_values_are_type_checked_and_cli_options_generated_on_python_39() -> None:
+    from samtune.cli import build_parser
+    from samtune.worker.jobs import job_from_dict
+
+    with pytest.raises(ConfigurationError, match=r"'job.predict.threshold' must be a number"):
+        job_from_dict({"kind": "predict", "image": "i.nii", "out": "o.nii", "predict": {"threshold": "high"}})
+    argv = ["predict", "--image", "i.nii", "--out", "o.nii", "--box", "1", "2", "0", "9", "9", "2",
+            "--window", "-100", "300", "--slices", "3:9", "--threshold", "0.3"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    from samtune.cli.options import options_to_dict
+    from samtune.worker.jobs import PredictJob
+
+    data = options_to_dict(PredictJob, args)
+    assert data["prompts"] == {"box": [[1.0, 2.0, 0.0, 9.0, 9.0, 2.0]]}
+    assert data["predict"]["slices"]["intensity"] == {"window_low": -100.0, "window_high": 300.0}
+    assert data["predict"]["slice_range"] == [3, 9] and data["predict"]["threshold"] == 0.3

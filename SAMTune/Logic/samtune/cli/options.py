@@ -16,12 +16,14 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from samtune.config_io import field_types
+
 #: ``dest`` prefix of generated options in the parsed namespace.
 _DEST = "config:"
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return field_types(cls)  # also on Python 3.9, where get_type_hints cannot read `X | None`
 
 
 def _dataclass_of(hint: Any) -> type | None:
