@@ -158,8 +158,8 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> 
 
     Raises:
         ConfigurationError: A key that ``cls`` does not have (named, with the nearest valid key), a
-            value of the wrong type or a non-finite number (:func:`check_value`; checked where the
-            running Python can evaluate the annotations, i.e. 3.10+), or a value the dataclass rejects.
+            value of the wrong type or a non-finite number (:func:`check_value`, with the hints of
+            :func:`field_types`), or a value the dataclass rejects.
     """
     if not isinstance(data, dict):
         raise ConfigurationError(f"Expected a JSON object for {where or cls.__name__}, got {type(data).__name__}.")
