@@ -30,6 +30,7 @@ from samtune.data import make_phantom
 from samtune.models import build_model
 from samtune.peft import apply_finetuning
 from samtune.train import Trainer, TrainingCase, build_samples, list_presets
+from samtune.train.config import EmbeddingCacheMode
 from samtune.train.fine_tuning import fine_tune
 
 
@@ -91,7 +92,7 @@ def bench_cache(repeats: int) -> dict[str, float]:
     apply_finetuning(model, config.finetune)
     samples = _samples(model, config, 6)
     cached = _step_seconds(Trainer(model, config, samples), 4, repeats)
-    config.embedding_cache = "off"
+    config.embedding_cache = EmbeddingCacheMode.OFF
     recomputed = _step_seconds(Trainer(model, config, samples), 4, repeats)
     return {"step_s_cached": cached, "step_s_recomputed": recomputed, "speedup": recomputed / cached}
 

@@ -53,15 +53,15 @@ def models(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     from samtune.worker.jobs import job_from_dict
-    from samtune.worker.predict_job import run_predict_job
-
-    job = job_from_dict({"kind": "predict", **options_to_dict(PredictJob, args)}, where="samtune predict")
-    assert isinstance(job, PredictJob)
     from samtune.worker.main import StopFlag
+    from samtune.worker.predict_job import run_predict_job
 
     stop = StopFlag()
     stop.install()
     with TerminalEvents("predict", quiet=args.quiet, json_events=args.events) as events:
+        with ending_events(events, None, json_events=args.events):  # a bad setting still ends with an error event
+            job = job_from_dict({"kind": "predict", **options_to_dict(PredictJob, args)}, where="samtune predict")
+        assert isinstance(job, PredictJob)
 
         def emit(event: dict[str, object]) -> None:
             if not args.events and event["event"] == "started":
@@ -167,10 +167,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def manifest(args: argparse.Namespace) -> int:
-    import json
 
     from samtune.errors import DataError
-    from samtune.train.manifest import build_manifest, validate_manifest
+    from samtune.train.manifest import build_manifest, validate_manifest, write_manifest
 
     if args.check is not None:
         problems = validate_manifest(args.check)
@@ -185,9 +184,7 @@ def manifest(args: argparse.Namespace) -> int:
         raise OutputError(f"Cannot write '{args.out}': the folder '{args.out.parent}' does not exist.")
     manifest = build_manifest(args.images, args.labels, structures=dict(args.structure) if args.structure else None,
                               fully_labelled=args.fully_labelled)  # fmt: skip
-    from samtune.atomic import atomic_write_text
-
-    atomic_write_text(args.out, json.dumps(manifest, indent=2) + "\n")
+    write_manifest(args.out, manifest["cases"])
     problems = validate_manifest(args.out)
     if problems:
         raise DataError(

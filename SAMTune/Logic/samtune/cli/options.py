@@ -87,6 +87,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
                 kwargs["type"] = _argparse_type(cli["parse"])
             elif isinstance(scalar, type) and issubclass(scalar, enum.Enum):
                 kwargs["choices"] = [member.value for member in scalar]
+                kwargs["type"] = str.lower  # as the enumeration's own parse: case does not matter
             else:
                 kwargs["type"] = scalar
             if cli["nargs"] is not None:

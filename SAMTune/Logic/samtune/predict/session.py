@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from samtune.data.intensity import normalize_intensity
-from samtune.data.pipeline import SliceConfig, SliceGrid, prepare_slices, slice_grid
-from samtune.data.slicing import in_plane_components, resolve_axis, slice_index
+from samtune.data.pipeline import SliceGrid, prepare_slices, slice_grid
+from samtune.data.slicing import SliceConfig, in_plane_components, resolve_axis, slice_index
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
 from samtune.models.runtime import encoder_runtime

@@ -10,8 +10,8 @@ import torch
 
 from samtune.data.intensity import normalize_intensity
 from samtune.data.labels import labelled_slices_from_label, select_slices, validate_structures
-from samtune.data.pipeline import SliceConfig, prepare_slices, slice_grid
-from samtune.data.slicing import extract_slices, slice_spacing
+from samtune.data.pipeline import prepare_slices, slice_grid
+from samtune.data.slicing import SliceConfig, extract_slices, slice_spacing
 from samtune.data.transforms import PixelNorm
 from samtune.data.volume import Volume
 from samtune.errors import DataError

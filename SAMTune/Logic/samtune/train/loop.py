@@ -33,7 +33,20 @@ def run_epochs(
     resume: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``trainer`` for its configuration's epochs (see :meth:`~samtune.train.trainer.Trainer.fit`)."""
+    """Train ``trainer`` for ``config.epochs`` (or until early stopping) and return the best model's state.
+
+    Args:
+        checkpoint: Called as ``checkpoint(training_state, reason)`` at the end of every
+            ``checkpoint_every``-th epoch (reason ``"periodic"``) and when stopped (``"cancelled"``).
+        resume: A :meth:`~samtune.train.trainer.Trainer.training_state` to continue from (same configuration and data).
+        should_stop: Polled after every step; when it returns True the run finishes that step,
+            writes a checkpoint and raises :class:`TrainingCancelledError`.
+
+    Raises:
+        TrainingDivergedError: NaN or infinite loss.
+        OutOfMemoryError: The GPU ran out of memory (with what to change).
+        TrainingCancelledError: ``should_stop`` asked the run to stop.
+    """
     config = trainer.config
     if resume is not None:
         trainer.load_training_state(resume)

@@ -93,7 +93,7 @@ class Trainer:
         self.device = model.device
         self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.state = TrainingState.start(model)
+        self._state: TrainingState | None = None  # set when the fit loop starts or resumes
         self._setup()
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         if not self.parameters:
@@ -123,6 +123,17 @@ class Trainer:
             self.cache = EmbeddingCache(model, train.images, progress=self._progress_cache, rows=own)
             if val is not None:
                 self.val_cache = EmbeddingCache(model, val.images, progress=self._progress_cache)
+
+    @property
+    def state(self) -> TrainingState:
+        """Where the fit loop stands (:class:`~samtune.train.state.TrainingState`)."""
+        if self._state is None:
+            raise RuntimeError("The fit loop has not started: call fit() first.")
+        return self._state
+
+    @state.setter
+    def state(self, value: TrainingState) -> None:
+        self._state = value
 
     def _setup(self) -> None:
         """Hook for subclasses, run before the optimisers are built (samples and seeds are set)."""
@@ -359,20 +370,7 @@ class Trainer:
         resume: dict[str, Any] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TrainResult:
-        """Train for ``config.epochs`` (or until early stopping) and return the best model's state.
-
-        Args:
-            checkpoint: Called as ``checkpoint(training_state, reason)`` at the end of every
-                ``checkpoint_every``-th epoch (reason ``"periodic"``) and when stopped (``"cancelled"``).
-            resume: A :meth:`training_state` to continue from (same configuration and data).
-            should_stop: Polled after every step; when it returns True the run finishes that step,
-                writes a checkpoint and raises :class:`TrainingCancelledError`.
-
-        Raises:
-            TrainingDivergedError: NaN or infinite loss.
-            OutOfMemoryError: The GPU ran out of memory (with what to change).
-            TrainingCancelledError: ``should_stop`` asked the run to stop.
-        """
+        """Train and return the best model's state (:func:`samtune.train.loop.run_epochs`)."""
         from samtune.train.loop import run_epochs
 
         return run_epochs(self, checkpoint=checkpoint, resume=resume, should_stop=should_stop)

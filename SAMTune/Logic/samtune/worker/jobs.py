@@ -94,6 +94,17 @@ class PredictJob:
         return "automatic" if self.prompts is None or self.prompts.is_empty else "prompted"
 
 
+#: Keys of the flat prediction job (before the nested one) and where each lives now.
+_MOVED = {
+    "box": "prompts.box", "point": "prompts.point", "neg_point": "prompts.neg_point", "axis": "predict.slices.axis",
+    "slices": "predict.slice_range", "threshold": "predict.threshold", "batch_size": "predict.batch_size",
+    "runtime": "predict.runtime", "slice_search": "predict.slice_search",
+    "largest_component": "predict.largest_component", "intensity": "predict.slices.intensity.mode",
+    "window": "predict.slices.intensity.window_low / window_high", "ct_preset": "predict.slices.intensity.ct_preset",
+    "two_and_half_d": "predict.slices.two_and_half_d", "label_value": "predict.label_value",
+}  # fmt: skip
+
+
 def load_job(path: str | Path) -> TrainJob | PredictJob:
     """Read a job file; relative paths become relative to its folder.
 
@@ -132,6 +143,12 @@ def job_from_dict(data: Any, *, base: Path | None = None, where: str = "job") ->
     missing = [f for f in (("manifest", "run_dir") if cls is TrainJob else ("image", "out")) if f not in data]
     if missing:
         raise ConfigurationError(f"{where}: a {kind} job needs {', '.join(repr(m) for m in missing)}.")
+    moved = [f"'{key}' is now '{_MOVED[key]}'" for key in data if cls is PredictJob and key in _MOVED]
+    if moved:
+        raise ConfigurationError(
+            f"{where}: this is a prediction job in the older flat form; {', '.join(moved)} "
+            "(see docs/worker-protocol.md)."
+        )
     job = config_from_dict(cls, data, where=where)  # type: ignore[type-var]
     if base is not None:
         keys = ("manifest", "run_dir", "model_dir", "weights") if cls is TrainJob else ("image", "out", "weights")

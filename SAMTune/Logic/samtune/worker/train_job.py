@@ -60,7 +60,7 @@ def run_train_job(
             if model_dir.exists() and any(model_dir.iterdir()):
                 raise OutputError(f"Model folder '{model_dir}' already exists and is not empty. Choose a new one.")
         # read once (a resumed job's manifest is the run folder's copy); every problem before any folder is made
-        entries = read_manifest(job.manifest)
+        entries = read_manifest(run.manifest if resume else job.manifest)
         if main:  # only rank 0 creates and writes the run folder
             run.prepare(resume=resume)
             if not resume:  # paths relative to the run folder: a copied or moved run folder resumes where it is

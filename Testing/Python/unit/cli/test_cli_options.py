@@ -94,3 +94,21 @@ def test_unknown_model_is_a_configuration_error_with_a_suggestion(
     assert code == EXIT_CODES["configuration"]
     assert "Did you mean 'litemedsam'" in capsys.readouterr().err
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_a_bad_prediction_setting_still_ends_the_event_stream_with_an_error(tmp_path, capsys) -> None:
+    import json
+
+    code = main(["predict", "--image", "i.nii.gz", "--out", str(tmp_path / "o.nii.gz"), "--slice-search", "1",
+                 "--events"])  # fmt: skip
+    assert code == 2
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["event"] == "error" and last["kind"] == "configuration" and "slice_search" in last["message"]
+
+
+def test_enumerated_options_ignore_case() -> None:
+    args = build_parser().parse_args(["predict", "--image", "i.nii", "--out", "o.nii", "--runtime", "TORCH"])
+    from samtune.cli.options import options_to_dict
+    from samtune.worker.jobs import PredictJob
+
+    assert options_to_dict(PredictJob, args)["predict"]["runtime"] == "torch"

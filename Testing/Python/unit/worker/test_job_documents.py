@@ -355,3 +355,8 @@ def test_the_run_job_takes_the_folder_where_it_is_and_the_device_given(tmp_path:
 def test_malformed_prompts_are_configuration_errors_when_the_job_is_read(prompts: Any, expected: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(expected)):
         job_from_dict({"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "prompts": prompts})
+
+
+def test_a_flat_prediction_job_of_the_older_form_says_where_its_keys_went() -> None:
+    with pytest.raises(ConfigurationError, match=r"'threshold' is now 'predict.threshold', 'box' is now 'prompts.box'"):
+        job_from_dict({"kind": "predict", "image": "i.nii.gz", "out": "o.nii.gz", "threshold": 0.4, "box": [[0] * 6]})
