@@ -178,16 +178,13 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> 
                 f"Valid keys: {', '.join(sorted(fields))}."
             )
         hint = _nested_class(hints.get(key), value)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            if not isinstance(value, (dict, hint)):
-                raise ConfigurationError(f"'{path}' must be a JSON object, got {_describe(value)}.")
-            if isinstance(value, dict):
-                value = config_from_dict(hint, value, where=path)
-        elif hint is not None:
+        if hint is not None:
             try:
                 check_value(value, hint, path)
             except ConfigurationError as error:
                 raise ConfigurationError(f"{error} (in '{where}')" if in_file else str(error)) from None
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = config_from_dict(hint, value, where=path)
         kwargs[key] = value
     try:
         return cls(**kwargs)

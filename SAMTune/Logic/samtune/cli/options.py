@@ -22,10 +22,6 @@ from samtune.config_io import field_types
 _DEST = "config:"
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return field_types(cls)  # also on Python 3.9, where get_type_hints cannot read `X | None`
-
-
 def _dataclass_of(hint: Any) -> type | None:
     """The dataclass ``hint`` names (also through ``X | None``), else ``None``."""
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -38,7 +34,7 @@ def _dataclass_of(hint: Any) -> type | None:
 
 def _optioned_fields(cls: type, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
     """``(field path, field, type hint)`` of every option field of ``cls`` and its nested dataclasses."""
-    hints = _hints(cls)
+    hints = field_types(cls)  # also on Python 3.9, where get_type_hints cannot read `X | None`
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         nested = _dataclass_of(hints[f.name])
         if nested is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from samtune.config_io import config_from_dict, option
+from samtune.config_io import option
 from samtune.data.slicing import SliceConfig
 from samtune.errors import ConfigurationError
 from samtune.models.registry import Runtime
@@ -65,8 +65,6 @@ class PredictConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.slices, dict):
-            self.slices = config_from_dict(SliceConfig, self.slices, where="predict.slices")
         self.runtime = Runtime.parse(self.runtime, what="encoder runtime")
         if int(self.slice_search) < 0 or int(self.slice_search) == 1:
             raise ConfigurationError(

@@ -82,12 +82,6 @@ class PredictJob:
     kind: str = "predict"
     version: int = PROTOCOL_VERSION
 
-    def __post_init__(self) -> None:  # Python 3.9 cannot read the nested types from the annotations
-        if isinstance(self.prompts, dict):
-            self.prompts = config_from_dict(PromptSpec, self.prompts, where="prompts")
-        if isinstance(self.predict, dict):
-            self.predict = config_from_dict(PredictConfig, self.predict, where="predict")
-
     @property
     def mode(self) -> str:
         """``prompted`` or ``automatic``."""
