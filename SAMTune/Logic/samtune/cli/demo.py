@@ -4,7 +4,7 @@
 2. Before: pretrained LiteMedSAM on the test phantom, automatically (no prompt: it segments nothing)
    and with a box per slice taken from the reference (the prompted reference a user would get by
    drawing boxes).
-3. Fine-tune with the ``cpu_quick`` preset (decoder LoRA on cached embeddings).
+3. Fine-tune with the ``cpu_quick`` preset (the mask decoder and its presence head, on cached embeddings).
 4. After: the fine-tuned model segments the test phantom automatically.
 
 Everything is written to one folder (``samtune-demo`` by default): the phantoms and the training
@@ -137,7 +137,7 @@ def run_demo(
     print(f"    automatic Dice {before:.3f} (no prompt: the pretrained model segments nothing); "
           f"with a box on every slice {boxed:.3f}")  # fmt: skip
 
-    print(f"3/4 Fine-tuning with the cpu_quick preset ({epochs} epochs, decoder LoRA) on the 3 training phantoms")
+    print(f"3/4 Fine-tuning with the cpu_quick preset ({epochs} epochs, mask decoder) on the 3 training phantoms")
     config = load_preset("cpu_quick").train_config({"epochs": epochs, "device": device, "seed": seed})
     stages = _Stages(show_progress)
     started = time.perf_counter()

@@ -17,6 +17,7 @@ class EmptySlicePolicy(StrEnum):
     DROP = "drop"  # train on foreground slices only
     KEEP_FRACTION = "keep_fraction"  # keep a seeded fraction of the empty slices (true negatives)
     KEEP_ALL = "keep_all"
+    BALANCED = "balanced"  # as many empty slices as foreground ones (all of them when fewer), seeded
 
 
 def validate_structures(label: np.ndarray, structures: dict[str, int], *, source: str = "label map") -> None:
@@ -72,6 +73,7 @@ def select_slices(
             background.
         policy: What to do with ground-truth slices without foreground.
         keep_fraction: Fraction of those kept with ``keep_fraction`` (at least one if any exist).
+            ``balanced`` keeps as many as there are slices with foreground (at least one).
         seed: Seed of the choice of kept empty slices.
 
     Returns:
@@ -90,8 +92,10 @@ def select_slices(
     policy = EmptySlicePolicy.parse(policy, what="empty-slice policy")
     if policy is EmptySlicePolicy.DROP or len(empty) == 0:
         kept = np.zeros(0, dtype=np.int64)
-    elif policy is EmptySlicePolicy.KEEP_ALL:
+    elif policy is EmptySlicePolicy.KEEP_ALL or (policy is EmptySlicePolicy.BALANCED and len(empty) <= len(positive)):
         kept = empty
+    elif policy is EmptySlicePolicy.BALANCED:
+        kept = np.random.default_rng(seed).choice(empty, size=max(1, len(positive)), replace=False)
     else:
         count = max(1, int(round(keep_fraction * len(empty)))) if keep_fraction > 0 else 0
         kept = np.random.default_rng(seed).choice(empty, size=count, replace=False)

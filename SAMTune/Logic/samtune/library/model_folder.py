@@ -153,6 +153,10 @@ def load_trained_model(
     with torch.no_grad():
         for name, value in state.items():
             parameters[name].copy_(value)
+    automatic: dict[str, Any] = card["automatic"] if isinstance(card.get("automatic"), dict) else {}
+    if automatic.get("presence_threshold") is not None:
+        model.presence_threshold = float(automatic["presence_threshold"])
+    model.refine_passes = int(automatic.get("refine") or 0)
     from samtune.models.device import resolve_device
 
     model.to(resolve_device(device) if isinstance(device, str) else device)

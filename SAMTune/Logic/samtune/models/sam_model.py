@@ -58,6 +58,12 @@ class SamModel(nn.Module):
         self.pixel_norm = PixelNorm.parse(pixel_norm)
         #: A learnable automatic-mode prompt (BLO-SAM), used when no box or point is given.
         self.learned_prompt: nn.Module | None = None
+        #: Automatic mode: the presence probability (sigmoid of the IoU head) below which a slice's
+        #: mask is dropped; set for models trained with a presence head, ``None`` otherwise.
+        self.presence_threshold: float | None = None
+        #: Automatic mode: self-prompting passes (the box around the mask fed back) by default;
+        #: 1 for models trained to answer boxes too, 0 otherwise.
+        self.refine_passes: int = 0
 
     @property
     def device(self) -> torch.device:

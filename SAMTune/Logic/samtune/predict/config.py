@@ -42,6 +42,12 @@ class PredictConfig:
             :func:`samtune.predict.volume.search_slices`). A structure that shows on fewer than
             ``n`` consecutive slices between two sampled slices can be missed.
         largest_component: Keep only the largest 3D connected component.
+        presence_threshold: Automatic mode: drop the mask of a slice whose presence probability is
+            below this. ``None`` = the model's own threshold (chosen on validation data when it was
+            trained with a presence head; models without one keep every mask); ``0`` = keep every mask.
+        refine: Automatic mode: self-prompting passes, each feeding the box around a slice's mask
+            back to the decoder (decoder time only). ``None`` = the model's own (1 for models
+            trained to answer boxes too, else 0).
     """
 
     threshold: float = option(0.5, help="foreground probability threshold")
@@ -63,9 +69,25 @@ class PredictConfig:
     largest_component: bool = option(
         False, help="keep only the largest 3D connected component (one connected structure: removes stray islands)"
     )
+    presence_threshold: float | None = option(
+        None, metavar="P",
+        help="automatic mode: drop a slice's mask when the model's presence probability is below P "
+        "(default: the model's own, chosen on validation; 0 = keep every mask)",
+    )  # fmt: skip
+    refine: int | None = option(
+        None, metavar="N",
+        help="automatic mode: refinement passes that feed the box around each mask back to the model "
+        "(default: the model's own, 1 for models trained with boxes; 0 = off)",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.runtime = Runtime.parse(self.runtime, what="encoder runtime")
+        if self.presence_threshold is not None and not 0.0 <= float(self.presence_threshold) < 1.0:
+            raise ConfigurationError(
+                f"presence_threshold must be in [0, 1) (0 keeps every mask), got {self.presence_threshold}."
+            )
+        if self.refine is not None and not 0 <= int(self.refine) <= 3:
+            raise ConfigurationError(f"refine must be 0..3 passes, got {self.refine}.")
         if int(self.slice_search) < 0 or int(self.slice_search) == 1:
             raise ConfigurationError(
                 f"slice_search must be 0 (segment every slice) or a step of at least 2, got {self.slice_search}."

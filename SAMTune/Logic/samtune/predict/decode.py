@@ -1,5 +1,6 @@
 """Decoding prompts into masks: the step after the image encoder, shared by whole-volume prediction
-(:mod:`samtune.predict.volume`) and the interactive session (:mod:`samtune.predict.session`).
+(:mod:`samtune.predict.volume`) and the interactive session (:mod:`samtune.predict.session`):
+automatic decoding (presence decision and self-prompting refinement) and prompted decoding.
 
 Prompts arrive in the slice pixel frame (:class:`~samtune.predict.user_prompts.SlicePrompt`);
 ``to_model`` maps pixel coordinates into the model's input frame.
@@ -13,7 +14,11 @@ import numpy as np
 import torch
 
 from samtune.models.sam_model import SamModel
+from samtune.predict.postprocess import keep_largest_component
 from samtune.predict.user_prompts import SlicePrompt
+
+#: Logit written over a slice the presence decision says lacks the structure (sigmoid = 0).
+ABSENT = -1.0e4
 
 
 def decode_prompted(
@@ -57,6 +62,78 @@ def decode_prompted(
     return result
 
 
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """``(4,)`` XYXY box of the largest connected object of ``mask`` (``H x W``); ``None`` when empty.
+
+    The box training simulates (:func:`samtune.train.simulated_prompts.simulate_box`), without the jitter.
+    """
+    if not mask.any():
+        return None
+    rows, cols = np.nonzero(keep_largest_component(mask))
+    return np.array([cols.min(), rows.min(), cols.max(), rows.max()], dtype=np.float32)
+
+
+def decode_automatic(
+    model: SamModel,
+    embeddings: torch.Tensor,
+    *,
+    presence_threshold: float | None = None,
+    refine: int | None = None,
+    threshold: float = 0.5,
+) -> torch.Tensor:
+    """Automatic (prompt-free) masks: the decoder's answer without a prompt, refined, then gated by presence.
+
+    Args:
+        embeddings: ``(B, C, He, We)`` image embeddings.
+        presence_threshold: Drop the mask of a slice whose presence probability (sigmoid of the IoU
+            head, trained as a presence head with ``presence_weight``) is below this; ``None`` =
+            the model's own (:attr:`SamModel.presence_threshold`, chosen on validation data; a
+            model without a presence head has none), ``0`` = keep every mask.
+        refine: Self-prompting passes: each feeds the box around the slice's current mask back to
+            the decoder, on the same embedding (a decoder pass each, no encoder). ``None`` = the
+            model's own (:attr:`SamModel.refine_passes`: 1 for models trained with boxes too).
+        threshold: Foreground probability of the masks the refinement boxes are drawn around.
+
+    Returns:
+        ``(B, 1, Hl, Wl)`` low-resolution logits; slices judged absent hold :data:`ABSENT`.
+    """
+    passes = model.refine_passes if refine is None else int(refine)
+    _, low_res, score = automatic_passes(model, embeddings, refine=passes, threshold=threshold)
+    gate = model.presence_threshold if presence_threshold is None else float(presence_threshold)
+    return gate_logits(low_res, score, gate) if gate else low_res
+
+
+def automatic_passes(
+    model: SamModel, embeddings: torch.Tensor, *, refine: int, threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(first-pass logits, refined logits, presence logits (B,))`` of automatic decoding, ungated.
+
+    The first pass has no prompt; each of ``refine`` passes decodes again the slices with a mask,
+    given the box around it (:func:`mask_box`). With ``refine=0`` both logits are the first pass.
+    """
+    first, score = model.decode(embeddings)
+    first = first.float()
+    low_res = first.clone() if refine else first
+    cut = float(np.log(threshold / (1 - threshold)))
+    for _ in range(int(refine)):
+        boxes = [mask_box(m) for m in (model.upscale_logits(low_res)[:, 0] > cut).cpu().numpy()]
+        rows = [b for b, box in enumerate(boxes) if box is not None]
+        if not rows:
+            break
+        index = torch.as_tensor(rows, device=embeddings.device)
+        box_tensor = torch.as_tensor(np.stack([box for box in boxes if box is not None]), device=embeddings.device)
+        refined, _ = model.decode(embeddings.index_select(0, index), boxes=box_tensor)
+        low_res[index] = refined.float()
+    return first, low_res, score[:, 0]
+
+
+def gate_logits(logits: torch.Tensor, score: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``logits (B, ...)`` with every slice whose presence probability ``sigmoid(score (B,))`` is below
+    ``threshold`` set to :data:`ABSENT`."""
+    absent = torch.sigmoid(score.float()) < threshold
+    return torch.where(absent.view(-1, *([1] * (logits.ndim - 1))), torch.full_like(logits, ABSENT), logits)
+
+
 def pad_points(
     point_sets: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -72,4 +149,4 @@ def pad_points(
     return torch.as_tensor(coords, device=device), torch.as_tensor(labels, device=device)
 
 
-__all__ = ["decode_prompted", "pad_points"]
+__all__ = ["ABSENT", "automatic_passes", "decode_automatic", "decode_prompted", "gate_logits", "mask_box", "pad_points"]

@@ -27,7 +27,7 @@ from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
 from samtune.models.runtime import encoder_runtime
 from samtune.models.sam_model import SamModel
-from samtune.predict.decode import decode_prompted
+from samtune.predict.decode import decode_automatic, decode_prompted
 from samtune.predict.user_prompts import SlicePrompt
 
 #: Default bound of the embedding cache: 256 MB (LiteMedSAM: 1 MB per slice; SAM ViT-B: 4 MB).
@@ -160,7 +160,7 @@ class PredictorSession:
         embedding = self.embedding(index)
         grid = self.grid()
         if prompt is None:
-            low_res, _ = self.model.decode(embedding)
+            low_res = decode_automatic(self.model, embedding, threshold=self.threshold)  # the model's presence, refine
         elif prompt.is_empty:
             return np.zeros(self._slice_shape(), dtype=bool)
         else:

@@ -21,7 +21,7 @@ from samtune.errors import ConfigurationError
 from samtune.models.runtime import encoder_runtime
 from samtune.models.sam_model import SamModel
 from samtune.predict.config import PredictConfig
-from samtune.predict.decode import decode_prompted
+from samtune.predict.decode import decode_automatic, decode_prompted
 from samtune.predict.postprocess import keep_largest_component
 from samtune.predict.user_prompts import SlicePrompt
 
@@ -138,7 +138,8 @@ def predict_volume(
         )
         embeddings = encode(images.to(device)).to(device)
         if prompts is None:
-            low_res, _ = model.decode(embeddings)
+            low_res = decode_automatic(model, embeddings, presence_threshold=config.presence_threshold,
+                                       refine=config.refine, threshold=config.threshold)  # fmt: skip
         else:
             low_res = decode_prompted(model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords)
         masks = grid.logits_to_masks(low_res.float(), threshold=config.threshold)

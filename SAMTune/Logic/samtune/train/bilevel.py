@@ -215,7 +215,7 @@ class BiLevelTrainer(Trainer):
 
         def loss() -> torch.Tensor:
             with self._autocast():
-                return self._loss(self._logits(images, embeddings, masks), masks)
+                return self._objective(images, embeddings, masks)
 
         return loss
 

@@ -1,9 +1,10 @@
 """Image-embedding cache for runs whose encoder is frozen (decoder-only scopes, BLO-SAM).
 
-Each slice is encoded once, without augmentation (the documented policy: geometric augmentation
-would change the embedding, so cached runs train the decoder on the original slices), and reused
-every epoch. Embeddings are kept on the CPU in float16 (4 MB -> 2 MB per slice for a 256 x 64 x 64
-embedding) and moved to the training device per batch.
+Each slice is encoded once and reused every epoch. Augmentation on the fly would change the
+embedding, so cached runs train the decoder on the original slices, plus any augmented views made
+before the cache is built (``TrainConfig.cached_views``), which are encoded once like the originals.
+Embeddings are kept on the CPU in float16 (4 MB -> 2 MB per slice for a 256 x 64 x 64 embedding)
+and moved to the training device per batch.
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ class AugmentConfig:
             raise ConfigurationError(f"augment.zoom must be (min, max) with 0 < min <= max, got {self.zoom}.")
 
 
+#: The module that gives the per-slice presence decision: SAM's IoU (mask quality) head, retrained.
+PRESENCE_HEAD = "mask_decoder.iou_prediction_head"
+
+
 class LossKind(StrEnum):
     """Which training loss."""
 
@@ -149,6 +153,8 @@ class TrainConfig:
         bilevel: The prompt's optimiser and the D1/D2 split (``bilevel`` and ``joint``).
         prompt_mode: ``automatic``, ``box`` or ``point``.
         epochs: Passes over the training slices.
+        min_steps: At least this many optimiser steps: a few labelled slices make short epochs, so
+            they get more of them (0 = exactly ``epochs``).
         batch_size: Slices per step.
         lr: Peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
@@ -162,8 +168,18 @@ class TrainConfig:
         seed: Seed of every random choice; equal seeds give equal runs on the same device.
         empty_slices: What to do with ground-truth slices without the structure.
         empty_keep_fraction: Fraction of those kept with ``keep_fraction``.
+        presence_weight: Weight of the presence loss (automatic mode): SAM's IoU head learns, per
+            slice, whether the structure is there (binary cross-entropy against "the target has
+            foreground"), so prediction can drop the masks of slices without it. The head is then
+            trained in full (it joins ``finetune.train_modules``). 0 = off.
+        prompt_mix: Automatic mode: share of training steps given a jittered box around the target
+            instead of no prompt, so the model also answers boxes; prediction then refines each
+            automatic mask with the box around it (self-prompting). 0 = no prompted steps.
+        cached_views: Augmented views (``augment``) of every training slice added to the embedding
+            cache: encoded once, reused every epoch (an epoch visits every view). 0 = the original
+            slices only. Plain optimiser only.
         slices: Slice axis, intensity and 2.5D settings.
-        augment: Augmentation (not applied to cached embeddings, see ``embedding_cache``).
+        augment: Augmentation (cached runs: only through ``cached_views``, see ``embedding_cache``).
         embedding_cache: ``auto`` (when the encoder is frozen), ``on`` or ``off``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         mixed_precision: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` or ``off``.
@@ -178,6 +194,7 @@ class TrainConfig:
     bilevel: BiLevelConfig = field(default_factory=BiLevelConfig)
     prompt_mode: PromptMode = PromptMode.AUTOMATIC
     epochs: int = 20
+    min_steps: int = 0
     batch_size: int = 4
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -191,6 +208,9 @@ class TrainConfig:
     seed: int = 0
     empty_slices: EmptySlicePolicy = EmptySlicePolicy.KEEP_FRACTION
     empty_keep_fraction: float = 0.1
+    presence_weight: float = 0.0
+    prompt_mix: float = 0.0
+    cached_views: int = 0
     slices: SliceConfig = field(default_factory=SliceConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     embedding_cache: EmbeddingCacheMode = EmbeddingCacheMode.AUTO
@@ -222,10 +242,27 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if int(self.min_steps) < 0:
+            raise ConfigurationError(f"min_steps must be >= 0, got {self.min_steps}.")
         if float(self.lr) <= 0:
             raise ConfigurationError(f"lr must be positive, got {self.lr}.")
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise ConfigurationError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
+        if float(self.presence_weight) < 0:
+            raise ConfigurationError(f"presence_weight must be >= 0, got {self.presence_weight}.")
+        if not 0.0 <= float(self.prompt_mix) <= 1.0:
+            raise ConfigurationError(f"prompt_mix is a share of steps in [0, 1], got {self.prompt_mix}.")
+        if int(self.cached_views) < 0:
+            raise ConfigurationError(f"cached_views must be >= 0, got {self.cached_views}.")
+        if self.cached_views and not self.augment.enabled:
+            raise ConfigurationError("cached_views makes augmented views: it needs augment.enabled true.")
+        if self.presence_weight > 0 and PRESENCE_HEAD not in self.finetune.train_modules:
+            self.finetune.train_modules.append(PRESENCE_HEAD)  # saved with the card: loading trains it too
+        if (self.presence_weight > 0 or self.prompt_mix > 0) and self.prompt_mode is not PromptMode.AUTOMATIC:
+            raise ConfigurationError(
+                f"presence_weight and prompt_mix shape automatic-mode models; prompt_mode is '{self.prompt_mode}'. "
+                "Set prompt_mode to 'automatic' or both to 0."
+            )
         if self.dice_weight < 0 or self.ce_weight < 0 or self.dice_weight + self.ce_weight == 0:
             raise ConfigurationError("dice_weight and ce_weight must be >= 0 and not both 0.")
         self._check_bilevel()
@@ -234,6 +271,16 @@ class TrainConfig:
         optimiser = self.optimiser
         if optimiser is Optimiser.PLAIN:
             return
+        if self.cached_views:
+            raise ConfigurationError(
+                f"cached_views works with the plain optimiser; optimiser '{optimiser.value}' splits the training "
+                "slices (D1/D2), and views of one slice would land on both sides. Set cached_views to 0."
+            )
+        if self.prompt_mix:
+            raise ConfigurationError(
+                f"prompt_mix works with the plain optimiser; optimiser '{optimiser.value}' learns the prompt the "
+                "model answers without a box. Set prompt_mix to 0."
+            )
         if not self.finetune.learned_prompt.enabled:
             raise ConfigurationError(
                 f"optimiser '{optimiser.value}' learns a prompt: set finetune.learned_prompt.enabled to true "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from samtune.data.slicing import SliceConfig, extract_slices, slice_spacing
 from samtune.data.transforms import PixelNorm
 from samtune.data.volume import Volume
 from samtune.errors import DataError
+
+if TYPE_CHECKING:
+    from samtune.train.config import AugmentConfig
 
 
 @dataclass
@@ -139,3 +143,28 @@ def build_samples(
             "or mark the case as fully labelled if empty slices are true background."
         )
     return SliceSamples(torch.cat(images), torch.cat(masks), ids, indices, originals, spacings, grids)
+
+
+def with_views(samples: SliceSamples, views: int, augment: AugmentConfig, generator: torch.Generator) -> SliceSamples:
+    """``samples`` followed by ``views`` augmented copies of each (image and mask moved together).
+
+    The copies keep their slice's case, index and original-grid target; they serve training only
+    (validation and BLO-SAM's D2 score unaugmented samples).
+    """
+    from samtune.train.augment import augment_batch
+
+    images, masks = [samples.images], [samples.masks]
+    for _ in range(int(views)):
+        image, mask = augment_batch(samples.images, samples.masks, augment, generator)
+        images.append(image)
+        masks.append(mask)
+    copies = int(views) + 1
+    return SliceSamples(
+        torch.cat(images),
+        torch.cat(masks),
+        samples.case_ids * copies,
+        samples.slice_index * copies,
+        samples.slice_masks * copies,
+        samples.spacing * copies,
+        samples.grids,
+    )

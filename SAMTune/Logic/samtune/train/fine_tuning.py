@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from samtune.data.labels import EmptySlicePolicy
 from samtune.data.split import split_cases
 from samtune.errors import DataError, TrainingCancelledError
 from samtune.models.builders import build_model, build_tiny_model
@@ -22,6 +23,7 @@ from samtune.train.config import Optimiser, TrainConfig
 from samtune.train.data import SliceSamples, TrainingCase, build_samples
 from samtune.train.distributed import DistributedContext, device_for
 from samtune.train.loop import run_epochs
+from samtune.train.presence import DEFAULT_PRESENCE_THRESHOLD, choose_presence_threshold, presence_figures
 from samtune.train.state import TrainResult
 from samtune.train.trainer import EventCallback, Trainer
 
@@ -53,6 +55,28 @@ def _summary(train: SliceSamples, val: SliceSamples | None, cases: Sequence[Trai
         "spacing_mm": [list(c.image.spacing) for c in cases],
         "structures": sorted({c.structure for c in cases}),
     }
+
+
+def _automatic_defaults(trainer: Trainer) -> dict[str, Any]:
+    """How the trained model predicts in automatic mode (the model card's ``automatic``): its presence
+    threshold (chosen on the validation slices when there are any) and its refinement passes."""
+    config = trainer.config
+    out: dict[str, Any] = {"presence_threshold": None, "refine": 1 if config.prompt_mix > 0 else 0}
+    if config.presence_weight <= 0:
+        return out
+    out["presence_threshold"], out["threshold_from"] = DEFAULT_PRESENCE_THRESHOLD, "default"
+    if trainer.val_samples is not None and len(trainer.val_samples):
+
+        def outputs_of(images: Any, embeddings: Any, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with trainer._autocast():
+                logits, score, _ = trainer._outputs(images, embeddings, masks)
+            return logits, score
+
+        figures = presence_figures(outputs_of, trainer.val_samples, trainer.val_cache, device=trainer.device,
+                                   batch_size=config.batch_size)  # fmt: skip
+        out["presence_threshold"], out["val_dice_at_threshold"] = choose_presence_threshold(**figures)
+        out["threshold_from"] = "validation"
+    return out
 
 
 def _stop_while_caching(on_event: EventCallback | None, should_stop: Callable[[], bool]) -> EventCallback:
@@ -150,20 +174,22 @@ def fine_tune(
     else:
         train_ids, val_ids = ids, []
 
-    def samples(selected: list[str]) -> SliceSamples:
+    def samples(selected: list[str], policy: EmptySlicePolicy) -> SliceSamples:
         chosen = [c for c in cases if c.case_id in selected]
         return build_samples(
             chosen,
             input_size=model.input_size,
             pixel_norm=model.pixel_norm,
             slices=config.slices,
-            empty_policy=config.empty_slices,
+            empty_policy=policy,
             keep_fraction=config.empty_keep_fraction,
             seed=config.seed,
         )
 
-    train = samples(train_ids)
-    val = samples(val_ids) if val_ids else None
+    train = samples(train_ids, config.empty_slices)
+    # A presence decision is judged, and its threshold chosen, on every ground-truth slice, as prediction meets them.
+    val_policy = EmptySlicePolicy.KEEP_ALL if config.presence_weight > 0 else config.empty_slices
+    val = samples(val_ids, val_policy) if val_ids else None
     trainer_class = BiLevelTrainer if config.optimiser is Optimiser.BILEVEL else Trainer
     events = on_event
     if should_stop is not None and distributed is None:  # Ctrl-C / Cancel while the embeddings are computed
@@ -197,6 +223,8 @@ def fine_tune(
     )  # fmt: skip
     trainer.load_best(result)
     model.eval()
+    automatic = _automatic_defaults(trainer)
+    model.presence_threshold, model.refine_passes = automatic["presence_threshold"], automatic["refine"]
     summary = _summary(train, val, cases)
     folder = None
     if out_dir is not None and main_process:
@@ -211,6 +239,6 @@ def fine_tune(
             data_summary=summary,
             metrics={k: float(v) for k, v in best.items() if isinstance(v, (int, float, np.floating))},
             backbone_weights=backbone_weights,
-            extra={"tiny": True, "tiny_seed": config.seed} if tiny else None,
+            extra={"automatic": automatic, **({"tiny": True, "tiny_seed": config.seed} if tiny else {})},
         )
     return FineTuneOutcome(model, result, summary, folder)

@@ -33,7 +33,7 @@ def run_epochs(
     resume: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train ``trainer`` for ``config.epochs`` (or until early stopping) and return the best model's state.
+    """Train ``trainer`` for ``trainer.epochs`` (or until early stopping) and return the best model's state.
 
     Args:
         checkpoint: Called as ``checkpoint(training_state, reason)`` at the end of every
@@ -57,7 +57,7 @@ def run_epochs(
     started = time.perf_counter()
     first_step = state.step
     stop = False
-    while state.epoch <= config.epochs:
+    while state.epoch <= trainer.epochs:
         epoch = state.epoch
         epoch_started = time.perf_counter()
         if state.plan is None:
@@ -72,7 +72,7 @@ def run_epochs(
             for key, value in values.items():
                 state.losses.setdefault(key, []).append(value)
             trainer.on_event({
-                "event": "progress", "stage": "train", "epoch": epoch, "epochs": config.epochs,
+                "event": "progress", "stage": "train", "epoch": epoch, "epochs": trainer.epochs,
                 "step": state.step, "total": trainer.total_steps, "loss": values["loss"],
                 "eta_s": (time.perf_counter() - started) / (state.step - first_step)
                 * (trainer.total_steps - state.step),
@@ -89,7 +89,7 @@ def run_epochs(
                 {"event": "log", "message": f"Early stopping after epoch {epoch} (best: {result.best_epoch})."}
             )
             break
-        if stop and state.epoch <= config.epochs:  # asked during the epoch's last step
+        if stop and state.epoch <= trainer.epochs:  # asked during the epoch's last step
             _stop(trainer, checkpoint, epoch)
     return result
 

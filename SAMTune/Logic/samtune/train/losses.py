@@ -1,4 +1,5 @@
-"""Segmentation losses on logits: soft Dice + binary cross-entropy, and Conv-LoRA's structure loss."""
+"""Segmentation losses on logits: soft Dice + binary cross-entropy, Conv-LoRA's structure loss, and the
+per-slice presence loss."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ def dice_ce_loss(
     """``dice_weight * soft Dice loss + ce_weight * BCE`` (mean over pixels)."""
     bce = F.binary_cross_entropy_with_logits(logits, target.float())
     return dice_weight * soft_dice_loss(logits, target) + ce_weight * bce
+
+
+def presence_loss(score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE of per-slice presence logits ``(B,)`` against "the target ``(B, ...)`` has foreground"."""
+    present = target.flatten(1).any(dim=1).to(score.dtype)
+    return F.binary_cross_entropy_with_logits(score.float(), present.float())
 
 
 def structure_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

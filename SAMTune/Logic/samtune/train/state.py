@@ -8,11 +8,17 @@ tensors, numbers, strings, lists and dicts, so it loads with ``torch.load(weight
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from samtune.errors import SAMTuneError
+
+if TYPE_CHECKING:
+    from samtune.train.trainer import Trainer
 
 #: ``format`` and ``version`` of a training checkpoint.
 CHECKPOINT_FORMAT = "samtune-training-state"
@@ -103,4 +109,51 @@ class TrainingState:
         )
 
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "TrainResult", "TrainingState", "trainable_state"]
+def checkpoint_of(trainer: Trainer) -> dict[str, Any]:
+    """Everything needed to continue ``trainer``'s run exactly: trainable weights, optimiser and
+    schedule states, random-number states, and the loop's :class:`TrainingState`.
+
+    Only tensors, numbers, strings, lists and dicts: loadable with ``torch.load(weights_only=True)``.
+    """
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "trainable": trainable_state(trainer.model),
+        "optimiser": trainer._optimiser_state(),
+        "generator": trainer.generator.get_state(),
+        "numpy_rng": json.dumps(trainer.rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        **trainer.state.to_checkpoint(),
+    }
+
+
+def restore_checkpoint(trainer: Trainer, state: dict[str, Any]) -> None:
+    """Restore :func:`checkpoint_of` into ``trainer`` (built with the same configuration and data)."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise SAMTuneError("Not a SAMTune training checkpoint.")
+    parameters = dict(trainer.model.named_parameters())
+    missing = [n for n in state["trainable"] if n not in parameters]
+    if missing or set(state["trainable"]) != {n for n, p in parameters.items() if p.requires_grad}:
+        raise SAMTuneError(
+            "The checkpoint does not belong to this configuration (its trainable parameters differ). "
+            "Resume with the run's own configuration."
+        )
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            parameters[name].copy_(value)
+    trainer._load_optimiser_state(state["optimiser"])
+    trainer.generator.set_state(state["generator"])
+    trainer.rng.bit_generator.state = json.loads(state["numpy_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    trainer.state = TrainingState.from_checkpoint(state)
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "TrainResult",
+    "TrainingState",
+    "checkpoint_of",
+    "restore_checkpoint",
+    "trainable_state",
+]

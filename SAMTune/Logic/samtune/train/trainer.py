@@ -6,7 +6,6 @@ worker and tests observe the same run. Runs are reproducible for a seed on one d
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -20,16 +19,18 @@ from samtune.models.sam_model import SamModel
 from samtune.peft.config import Method
 from samtune.peft.conv_lora.inject import balance_loss
 from samtune.peft.learned_prompt import prompt_parameters
+from samtune.predict.decode import gate_logits
 from samtune.train.augment import augment_batch
 from samtune.train.cache import EmbeddingCache
-from samtune.train.config import LossKind, MixedPrecision, TrainConfig
-from samtune.train.data import SliceSamples
+from samtune.train.config import LossKind, MixedPrecision, PromptMode, TrainConfig
+from samtune.train.data import SliceSamples, with_views
 from samtune.train.distributed import DistributedContext, check_batch
 from samtune.train.evaluation import evaluate_samples
-from samtune.train.losses import dice_ce_loss, structure_loss
+from samtune.train.losses import dice_ce_loss, presence_loss, structure_loss
+from samtune.train.presence import DEFAULT_PRESENCE_THRESHOLD
 from samtune.train.schedule import make_scheduler
 from samtune.train.simulated_prompts import simulate_prompts
-from samtune.train.state import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainingState, TrainResult, trainable_state
+from samtune.train.state import TrainingState, TrainResult, checkpoint_of, restore_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,10 @@ EventCallback = Callable[[dict[str, Any]], None]
 
 
 class _Segmenter(torch.nn.Module):
-    """``(images or embeddings, prompts) -> logits``: the forward pass DistributedDataParallel wraps."""
+    """``(images or embeddings, prompts) -> (logits, score)``: the forward pass DistributedDataParallel wraps.
+
+    ``score`` is the IoU head's first output, the presence logit of models trained with ``presence_weight``.
+    """
 
     def __init__(self, model: SamModel) -> None:
         super().__init__()
@@ -50,12 +54,12 @@ class _Segmenter(torch.nn.Module):
         embeddings: torch.Tensor | None,
         boxes: torch.Tensor | None,
         points: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if embeddings is None:
             assert images is not None
             embeddings = self.model.encode(images)
-        low_res, _ = self.model.decode(embeddings, boxes=boxes, points=points)
-        return self.model.upscale_logits(low_res)
+        low_res, score = self.model.decode(embeddings, boxes=boxes, points=points)
+        return self.model.upscale_logits(low_res), score[:, 0]
 
 
 class Trainer:
@@ -86,12 +90,14 @@ class Trainer:
         #: Batches are planned as if split over this many processes (the world size by default).
         self.shards = int(shards or (distributed.world_size if distributed else 1))
         self.local_batch = check_batch(config.batch_size, self.shards)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        if config.uses_cache and config.cached_views:  # augmented views, encoded once with the originals
+            train = with_views(train, config.cached_views, config.augment, self.generator)
         self.shard_rows = [list(range(s, len(train), self.shards)) for s in range(self.shards)]
         self.train_samples = train
         self.val_samples = val
         self.on_event = on_event or (lambda event: None)
         self.device = model.device
-        self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self._state: TrainingState | None = None  # set when the fit loop starts or resumes
         self._setup()
@@ -102,7 +108,9 @@ class Trainer:
         prompt_ids = {id(p) for p in self.prompt_parameters}
         self.weight_parameters = [p for p in self.parameters if id(p) not in prompt_ids]
         self.steps_per_epoch = self._steps_per_epoch()
-        self.total_steps = self.steps_per_epoch * config.epochs
+        #: Epochs to run: ``config.epochs``, more when that would make fewer than ``config.min_steps`` steps.
+        self.epochs = max(int(config.epochs), math.ceil(config.min_steps / max(1, self.steps_per_epoch)))
+        self.total_steps = self.steps_per_epoch * self.epochs
         self._build_optimisers()
         fp16 = config.mixed_precision is MixedPrecision.FP16 and self.device.type == "cuda"
         #: Loss scaling for fp16 (bf16 and fp32 need none; disabled it passes values through).
@@ -116,7 +124,9 @@ class Trainer:
             self.segmenter = DistributedDataParallel(
                 self.segmenter,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=config.finetune.method is Method.CONV_LORA,  # unselected experts
+                # Conv-LoRA's unselected experts; the presence head on prompted steps.
+                find_unused_parameters=config.finetune.method is Method.CONV_LORA
+                or (config.presence_weight > 0 and config.prompt_mix > 0),
             )
         if config.uses_cache:
             own = self.shard_rows[distributed.rank] if distributed is not None else None
@@ -189,6 +199,23 @@ class Trainer:
         dtype = torch.float16 if mode is MixedPrecision.FP16 else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def _outputs(
+        self,
+        images: torch.Tensor | None,
+        embeddings: torch.Tensor | None,
+        masks: torch.Tensor,
+        *,
+        training: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """``(logits, presence logit, automatic)``: a training step given a box (``prompt_mix``) is not automatic."""
+        mode = self.config.prompt_mode
+        if training and self.config.prompt_mix > 0 and self.rng.random() < self.config.prompt_mix:
+            mode = PromptMode.BOX
+        boxes, points = simulate_prompts(masks, mode, self.rng)
+        forward = self.segmenter if training else self.segmenter_module
+        logits, score = forward(images, embeddings, boxes, points)
+        return logits, score, mode is PromptMode.AUTOMATIC
+
     def _logits(
         self,
         images: torch.Tensor | None,
@@ -197,9 +224,7 @@ class Trainer:
         *,
         training: bool = False,
     ) -> torch.Tensor:
-        boxes, points = simulate_prompts(masks, self.config.prompt_mode, self.rng)
-        forward = self.segmenter if training else self.segmenter_module
-        return forward(images, embeddings, boxes, points)  # type: ignore[no-any-return]
+        return self._outputs(images, embeddings, masks, training=training)[0]
 
     @property
     def segmenter_module(self) -> torch.nn.Module:
@@ -213,6 +238,21 @@ class Trainer:
         return dice_ce_loss(
             logits.float(), target, dice_weight=self.config.dice_weight, ce_weight=self.config.ce_weight
         )
+
+    def _objective(
+        self,
+        images: torch.Tensor | None,
+        embeddings: torch.Tensor | None,
+        masks: torch.Tensor,
+        *,
+        training: bool = False,
+    ) -> torch.Tensor:
+        """The batch's loss: segmentation, plus ``presence_weight`` x presence on automatic steps."""
+        logits, score, automatic = self._outputs(images, embeddings, masks, training=training)
+        loss = self._loss(logits, masks)
+        if automatic and self.config.presence_weight > 0:
+            loss = loss + self.config.presence_weight * presence_loss(score, masks)
+        return loss
 
     def _batch(
         self, indices: torch.Tensor, *, augment: bool = True
@@ -243,8 +283,7 @@ class Trainer:
         self.model.train()
         images, embeddings, masks = self._batch(indices)
         with self._autocast():
-            logits = self._logits(images, embeddings, masks, training=True)
-            loss = self._loss(logits, masks)
+            loss = self._objective(images, embeddings, masks, training=True)
             balance = balance_loss(self.model).to(loss.device)
             total = loss + balance
         self._check_finite(total)
@@ -266,7 +305,8 @@ class Trainer:
             images: torch.Tensor | None, embeddings: torch.Tensor | None, masks: torch.Tensor
         ) -> torch.Tensor:
             with self._autocast():
-                return self._logits(images, embeddings, masks)
+                logits, score, _ = self._outputs(images, embeddings, masks)
+            return gate_logits(logits, score, DEFAULT_PRESENCE_THRESHOLD) if self.config.presence_weight else logits
 
         return evaluate_samples(logits_of, samples, cache, device=self.device, batch_size=self.config.batch_size,
                                 nsd_tolerance_mm=self.config.nsd_tolerance_mm, indices=indices)  # fmt: skip
@@ -327,41 +367,12 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
 
     def training_state(self) -> dict[str, Any]:
-        """Everything needed to continue this run exactly: trainable weights, optimiser and schedule
-        states, random-number states, and the loop's :class:`~samtune.train.state.TrainingState`.
-
-        Only tensors, numbers, strings, lists and dicts: loadable with ``torch.load(weights_only=True)``.
-        """
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "trainable": trainable_state(self.model),
-            "optimiser": self._optimiser_state(),
-            "generator": self.generator.get_state(),
-            "numpy_rng": json.dumps(self.rng.bit_generator.state),
-            "torch_rng": torch.get_rng_state(),
-            **self.state.to_checkpoint(),
-        }
+        """Everything needed to continue this run exactly (:func:`~samtune.train.state.checkpoint_of`)."""
+        return checkpoint_of(self)
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`training_state` into this trainer (built with the same configuration and data)."""
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise SAMTuneError("Not a SAMTune training checkpoint.")
-        parameters = dict(self.model.named_parameters())
-        missing = [n for n in state["trainable"] if n not in parameters]
-        if missing or set(state["trainable"]) != {n for n, p in parameters.items() if p.requires_grad}:
-            raise SAMTuneError(
-                "The checkpoint does not belong to this configuration (its trainable parameters differ). "
-                "Resume with the run's own configuration."
-            )
-        with torch.no_grad():
-            for name, value in state["trainable"].items():
-                parameters[name].copy_(value)
-        self._load_optimiser_state(state["optimiser"])
-        self.generator.set_state(state["generator"])
-        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.state = TrainingState.from_checkpoint(state)
+        restore_checkpoint(self, state)
 
     def fit(
         self,

@@ -7,6 +7,7 @@ backbone's is before fine-tuning.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from samtune.data import make_phantom
@@ -59,3 +60,16 @@ def pretrain_other_structure() -> dict[str, torch.Tensor]:
     settings = config(finetune={"method": "vanilla", "scope": "encoder_decoder"}, epochs=15, lr=0.002, val_fraction=0.0)
     fine_tune(cases(4, value=2, first_seed=10), settings, model=model)
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def count_encoder_calls(model: SamModel, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the slices ``model`` encodes from now on (``calls["images"]``)."""
+    calls = {"images": 0}
+    original = model.encode
+
+    def counting(images: torch.Tensor) -> torch.Tensor:
+        calls["images"] += images.shape[0]
+        return original(images)
+
+    monkeypatch.setattr(model, "encode", counting)
+    return calls

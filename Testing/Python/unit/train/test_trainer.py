@@ -10,12 +10,12 @@ import torch
 from phantom_task import base as _base
 from phantom_task import cases as _cases
 from phantom_task import config as _config
+from phantom_task import count_encoder_calls
 from phantom_task import tiny as _tiny
 
 from samtune.data import make_phantom
 from samtune.errors import DataError, DeviceError, OutputError, WeightsError
 from samtune.library import load_trained_model, read_model_card
-from samtune.models import SamModel
 from samtune.peft import apply_finetuning
 from samtune.predict import PredictConfig, predict_volume
 from samtune.train import (
@@ -79,28 +79,16 @@ def test_same_seed_same_run() -> None:
         assert torch.equal(value, second.result.best_state[name])
 
 
-def _count_encoder_calls(model: SamModel, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    calls = {"images": 0}
-    original = model.encode
-
-    def counting(images: torch.Tensor) -> torch.Tensor:
-        calls["images"] += images.shape[0]
-        return original(images)
-
-    monkeypatch.setattr(model, "encode", counting)
-    return calls
-
-
 def test_embedding_cache_encodes_each_slice_once(monkeypatch: pytest.MonkeyPatch) -> None:
     cases = _cases()
     model = _tiny()
-    calls = _count_encoder_calls(model, monkeypatch)
+    calls = count_encoder_calls(model, monkeypatch)
     outcome = fine_tune(cases, _config(epochs=3, finetune={"method": "lora", "scope": "decoder"}), model=model)
     n_train, n_val = outcome.summary["train_slices"], outcome.summary["val_slices"]
     assert calls["images"] == n_train + n_val  # cached: once per slice, not once per epoch
 
     model = _tiny()
-    calls = _count_encoder_calls(model, monkeypatch)
+    calls = count_encoder_calls(model, monkeypatch)
     uncached = _config(epochs=3, finetune={"method": "lora", "scope": "decoder"}, embedding_cache="off")
     fine_tune(cases, uncached, model=model)
     assert calls["images"] == 3 * (n_train + n_val)  # every epoch encodes training and validation slices

@@ -28,7 +28,7 @@ from samtune.worker.events import event_line
 
 OVERRIDES = {
     "backbone": "sam_vit_b", "device": "cpu", "batch_size": 2, "lr": 0.01, "warmup_steps": 1,
-    "val_fraction": 0.34, "augment": {"enabled": False}, "patience": 0,
+    "val_fraction": 0.34, "augment": {"enabled": False}, "patience": 0, "min_steps": 0,
 }  # fmt: skip
 
 #: Long enough that a test only ends through what it tests (a cancel, a kill), never by the wait running out.

@@ -19,7 +19,7 @@ from samtune.train import TrainingCancelledError, TrainingCase, fine_tune, load_
 
 TRAIN_OVERRIDES = {
     "backbone": "sam_vit_b", "device": "cpu", "epochs": 6, "batch_size": 2, "lr": 0.01, "warmup_steps": 1,
-    "val_fraction": 0.34, "augment": {"enabled": False}, "patience": 0,
+    "val_fraction": 0.34, "augment": {"enabled": False}, "patience": 0, "min_steps": 0,
 }  # fmt: skip
 
 

@@ -1,0 +1,178 @@
+"""The automatic-mode levers on phantoms: each does what it claims.
+
+- presence: a model trained with the presence head on true negatives leaves empty phantom slices
+  empty, where the former default (10 % of the negatives, no presence head) marks them;
+- refinement: a model trained to answer boxes too feeds the box around its automatic mask back,
+  and the card carries the choice to the loaded model;
+- cached views: augmented views join the embedding cache, encoded once;
+- min_steps: a few slices get more epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from phantom_task import base as _base
+from phantom_task import config as _config
+from phantom_task import count_encoder_calls
+from phantom_task import tiny as _tiny
+
+from samtune.data import make_phantom
+from samtune.errors import ConfigurationError
+from samtune.library import load_trained_model, read_model_card
+from samtune.models import SamModel
+from samtune.predict import PredictConfig, predict_volume
+from samtune.predict.decode import decode_automatic, mask_box
+from samtune.train import TrainConfig, TrainingCase, fine_tune
+from samtune.train.presence import choose_presence_threshold
+
+#: Phantom slices 0, 1, 10 and 11 hold no structure (it tapers off towards both ends along k).
+SHAPE = (12, 48, 48)
+FORMER = {"empty_slices": "keep_fraction", "presence_weight": 0.0}
+PRESENCE = {"empty_slices": "balanced", "presence_weight": 1.0}
+
+
+def _cases(n: int, first_seed: int = 0) -> list[TrainingCase]:
+    out = []
+    for seed in range(first_seed, first_seed + n):
+        image, label = make_phantom(shape=SHAPE, seed=seed, structures=2)
+        out.append(TrainingCase(f"case{seed}", image, label, structure="s1", value=1, fully_labelled=True))
+    return out
+
+
+def _empty_slices_marked(
+    model: SamModel, cases: list[TrainingCase], config: PredictConfig | None = None
+) -> tuple[int, int]:
+    """(empty reference slices the model marks, empty reference slices) over ``cases``, automatic mode."""
+    marked = empty = 0
+    for case in cases:
+        predicted = predict_volume(model, case.image, config or PredictConfig()).array != 0
+        reference = case.label.array == 1
+        truth = reference.reshape(reference.shape[0], -1).any(1)
+        shown = predicted.reshape(predicted.shape[0], -1).any(1)
+        marked += int((shown & ~truth).sum())
+        empty += int((~truth).sum())
+    return marked, empty
+
+
+def test_presence_head_leaves_empty_slices_empty(pretrained: dict[str, torch.Tensor]) -> None:
+    train, held_out = _cases(3), _cases(2, first_seed=20)
+    settings = {"finetune": {"method": "vanilla"}, "epochs": 12, "lr": 0.002, "val_fraction": 0.34}
+    former = fine_tune(train, _config(**settings, **FORMER), model=_base(pretrained))
+    presence = fine_tune(train, _config(**settings, **PRESENCE), model=_base(pretrained))
+    assert former.model.presence_threshold is None
+    assert presence.model.presence_threshold is not None  # chosen on the validation case's slices
+    former_marked, empty = _empty_slices_marked(former.model, held_out)
+    presence_marked, _ = _empty_slices_marked(presence.model, held_out)
+    ungated = PredictConfig(presence_threshold=0.0)  # the same model, the gate switched off
+    ungated_marked = sum(_empty_slices_marked(presence.model, [c], ungated)[0] for c in held_out)
+    assert empty == 8
+    assert former_marked >= 2, f"the former default marked {former_marked} of {empty} empty slices"
+    assert presence_marked == 0, f"with the presence head {presence_marked} of {empty} empty slices were marked"
+    assert ungated_marked > presence_marked  # the gate did the work
+
+
+def test_presence_threshold_is_chosen_to_drop_false_slices() -> None:
+    # Two cases; slices with low presence probability carry only false positives.
+    probability = [0.9, 0.8, 0.3, 0.2, 0.95, 0.35]
+    intersection = [50, 40, 0, 0, 60, 0]
+    predicted = [55, 45, 30, 20, 62, 25]
+    reference = [52, 44, 0, 0, 61, 0]
+    cases = ["a", "a", "a", "a", "b", "b"]
+    threshold, dice = choose_presence_threshold(probability, intersection, predicted, reference, cases)
+    assert 0.35 < threshold <= 0.8
+    assert dice == pytest.approx(np.mean([2 * 90 / (100 + 96), 2 * 60 / (62 + 61)]))
+    # No false positive to drop: the neutral 0.5 wins the tie (nothing is lost at 0.05..0.8 either).
+    threshold, _ = choose_presence_threshold([0.9, 0.7], [10, 10], [10, 10], [10, 10], ["a", "a"])
+    assert threshold == 0.5
+
+
+def test_refinement_feeds_back_the_box_of_the_automatic_mask(tmp_path: Path) -> None:
+    train = _cases(2)
+    config = _config(finetune={"method": "vanilla"}, epochs=4, lr=0.002, val_fraction=0.0, prompt_mix=0.5)
+    outcome = fine_tune(train, config, model=_tiny(), out_dir=tmp_path / "model")
+    assert outcome.model.refine_passes == 1
+    assert read_model_card(tmp_path / "model")["automatic"]["refine"] == 1
+    loaded, _ = load_trained_model(tmp_path / "model")
+    assert loaded.refine_passes == 1 and loaded.presence_threshold is None
+    embeddings = loaded.encode(torch.randn(2, 3, loaded.input_size, loaded.input_size))
+    with torch.no_grad():
+        plain = decode_automatic(loaded, embeddings, refine=0)
+        refined = decode_automatic(loaded, embeddings)  # the model's own: one pass
+        for b in range(2):
+            box = mask_box((loaded.upscale_logits(plain[b : b + 1])[0, 0] > 0).numpy())
+            if box is None:  # no automatic mask, nothing to refine
+                assert torch.equal(refined[b], plain[b])
+                continue
+            expected, _ = loaded.decode(embeddings[b : b + 1], boxes=torch.as_tensor(box[None]))
+            assert torch.allclose(refined[b], expected[0].float(), atol=1e-5)
+
+
+def test_mask_box_is_the_box_of_the_largest_object() -> None:
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[2:4, 3:5] = True  # small object
+    mask[8:15, 10:25] = True  # large object
+    assert mask_box(mask).tolist() == [10.0, 8.0, 24.0, 14.0]
+    assert mask_box(np.zeros((4, 4), dtype=bool)) is None
+
+
+def test_cached_views_are_encoded_once_with_the_originals(monkeypatch: pytest.MonkeyPatch) -> None:
+    train = _cases(1)
+    model = _tiny()
+    calls = count_encoder_calls(model, monkeypatch)
+    config = _config(finetune={"method": "vanilla"}, epochs=3, val_fraction=0.0, cached_views=2,
+                     augment={"enabled": True, "flip": 1.0})  # fmt: skip
+    outcome = fine_tune(train, config, model=model)
+    slices = outcome.summary["train_slices"]
+    assert calls["images"] == 3 * slices  # originals + two views, once each, for three epochs
+
+
+def test_views_move_masks_with_images() -> None:
+    from samtune.train.config import AugmentConfig
+    from samtune.train.data import build_samples, with_views
+
+    samples = build_samples(_cases(1), input_size=64, pixel_norm="sam", slices=TrainConfig().slices,
+                            empty_policy="drop", keep_fraction=0.0, seed=0)  # fmt: skip
+    flipped = with_views(samples, 1, AugmentConfig(flip=1.0, rotate_p=0.0, zoom_p=0.0, intensity_p=0.0,
+                                                   equalize_p=0.0), torch.Generator().manual_seed(0))  # fmt: skip
+    n = len(samples)
+    assert len(flipped) == 2 * n and flipped.case_ids[n:] == samples.case_ids
+    assert torch.equal(flipped.masks[n:], samples.masks.flip(1, 2))  # both flips: a half turn
+    assert torch.allclose(flipped.images[n:], samples.images.flip(2, 3), atol=1e-5)
+
+
+def test_min_steps_gives_few_slices_more_epochs() -> None:
+    train = _cases(1)
+    config = _config(finetune={"method": "vanilla"}, epochs=2, val_fraction=0.0, min_steps=9, batch_size=4,
+                     empty_slices="drop")  # fmt: skip
+    outcome = fine_tune(train, config, model=_tiny())
+    slices = outcome.summary["train_slices"]  # 8 slices show the structure: 2 steps per epoch
+    assert slices == 8
+    assert len(outcome.result.history) == 5  # ceil(9 / 2) epochs, not 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"prompt_mix": 1.5}, "prompt_mix"),
+        ({"presence_weight": -1}, "presence_weight"),
+        ({"cached_views": -1}, "cached_views"),
+        ({"min_steps": -3}, "min_steps"),
+        ({"cached_views": 2, "augment": {"enabled": False}}, "augment.enabled"),
+        ({"prompt_mode": "box", "presence_weight": 1.0}, "prompt_mode"),
+        ({"optimiser": "bilevel", "finetune": {"learned_prompt": {"enabled": True}}, "cached_views": 2}, "D1/D2"),
+        ({"optimiser": "bilevel", "finetune": {"learned_prompt": {"enabled": True}}, "prompt_mix": 0.5}, "plain"),
+    ],
+)
+def test_lever_settings_are_checked(fields: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        TrainConfig.from_dict(fields)
+
+
+def test_presence_trains_and_saves_the_iou_head() -> None:
+    config = TrainConfig.from_dict({"presence_weight": 1.0})
+    assert config.finetune.train_modules == ["mask_decoder.iou_prediction_head"]
+    assert TrainConfig.from_dict(config.to_dict()).finetune.train_modules == ["mask_decoder.iou_prediction_head"]
