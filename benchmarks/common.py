@@ -81,15 +81,25 @@ def case_ids(data: Path) -> list[str]:
     return (data / "cases.txt").read_text(encoding="utf-8").split()
 
 
-def painted_case(case_id: str, image: Volume, label: Volume, slices: int) -> tuple[TrainingCase, list[int]]:
-    """A sparsely labelled case: ``slices`` evenly spaced slices with the atrium keep their label."""
+def painted_case(
+    case_id: str, image: Volume, label: Volume, slices: int, *, marked_empty: int = 0
+) -> tuple[TrainingCase, list[int]]:
+    """A sparsely labelled case: ``slices`` evenly spaced slices with the atrium keep their label.
+
+    ``marked_empty`` (0, 2 or 4) slices beyond the atrium are marked "structure absent", as a user
+    marks them with one click each: 3 slices past each end (2), and 10 past each end too (4).
+    """
     per_slice = extract_slices(label.array, 0)
     showing = [s for s in range(per_slice.shape[0]) if per_slice[s].any()]
     # Evenly spaced, away from the first and last slice that show the structure.
     chosen = sorted({showing[int(round(x))] for x in np.linspace(0, len(showing) - 1, slices + 2)[1:-1]})
     sparse = np.zeros_like(label.array)
     sparse[chosen] = label.array[chosen]
-    case = TrainingCase(case_id, image, Volume(sparse, label.geometry), structure="left atrium", value=1)
+    offsets = (3, 10)[: marked_empty // 2]
+    empty = sorted({s for d in offsets for s in (showing[0] - d, showing[-1] + d) if 0 <= s < per_slice.shape[0]})
+    case = TrainingCase(
+        case_id, image, Volume(sparse, label.geometry), structure="left atrium", value=1, empty_slices=empty
+    )
     return case, chosen
 
 

@@ -16,26 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from report_study import study_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GOAL_S = 30.0
-BUDGET_LABEL = {
-    "s4": "4 painted slices, 1 volume",
-    "s8": "8 painted slices, 1 volume",
-    "vol1": "1 fully labelled volume",
-    "vol3": "3 fully labelled volumes",
-}
-METHOD_LABEL = {
-    "zero_shot_automatic": "zero-shot LiteMedSAM, automatic",
-    "zero_shot_box": "zero-shot LiteMedSAM, box from the reference (upper bound of prompting)",
-    "cpu_quick": "`cpu_quick` (decoder LoRA)",
-    "blo_sam": "`blo_sam` (learned prompt + decoder LoRA, bi-level)",
-}
 
 
 def machine_line(info: Any) -> str:
@@ -58,183 +46,8 @@ def machine_line(info: Any) -> str:
     return line + (f". {info['note'].rstrip('.')}" if info.get("note") else "")
 
 
-def mean_sd(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 def seconds(value: float) -> str:
     return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
-
-
-# -- study ---------------------------------------------------------------------------------------
-def study_section(study: dict[str, Any], images: Path, link: str) -> list[str]:
-    runs = study["runs"]
-    tests = study["test_cases"]
-    lines = [
-        "## Real-data study: which CPU preset, with how many labels",
-        "",
-        f"`benchmarks/study_la_heart.py` on `la_heart_dev` (left atrium, LGE MRI, 88 slices per volume; read in "
-        f"place, never copied). Backbone LiteMedSAM (bundled weights). Training pool: {', '.join(study['pool'])} "
-        f"(repeat *r* uses pool volume *r* and seed *r*); held out: the last {len(tests)} volumes, whole. "
-        "Every model segments the held-out volumes in automatic mode (no prompt). Each slice is encoded once "
-        f"(fp32, {_producers(study)}; {study['encoder_s_per_slice']:.2f} s per slice) and the embeddings are "
-        "shared by all models.",
-        "",
-        f"Machine: {machine_line(study['machine'])}.",
-        "",
-        "Dice and NSD (1 mm) are mean ± sd over held-out volumes × repeats. Training time = decoder training "
-        "(embeddings precomputed) + the encoder time its training slices cost at the measured speed per slice.",
-        "",
-        "| training data | labelled slices | method | runs | Dice | NSD (1 mm) | Dice, largest component "
-        "| NSD, largest component | training time (median) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault((run["budget"], run["method"]), []).append(run)
-    curve: dict[str, list[tuple[int, float, float]]] = {}
-    for (budget, method), members in groups.items():
-        dices = [c["dice"] for r in members for c in r["cases"].values()]
-        nsds = [c["nsd"] for r in members for c in r["cases"].values()]
-        lcc_dices = [c["lcc_dice"] for r in members for c in r["cases"].values() if "lcc_dice" in c]
-        lcc_nsds = [c["lcc_nsd"] for r in members for c in r["cases"].values() if "lcc_nsd" in c]
-        if budget == "none":
-            data, labelled, time_text = "none (zero-shot)", "0", "–"
-        else:
-            data, labelled = BUDGET_LABEL[budget], str(members[0]["labelled_slices"])
-            totals = [r["train_seconds"] + r.get("encode_seconds", 0.0) for r in members]
-            time_text = seconds(statistics.median(totals))
-            epochs = members[0].get("epochs")
-            if epochs:
-                time_text += f" ({epochs} epochs)"
-            curve.setdefault(method, []).append(
-                (int(labelled), statistics.mean(dices), statistics.stdev(dices) if len(dices) > 1 else 0.0)
-            )
-            if lcc_dices:
-                sd = statistics.stdev(lcc_dices) if len(lcc_dices) > 1 else 0.0
-                curve.setdefault(f"{method}+lcc", []).append((int(labelled), statistics.mean(lcc_dices), sd))
-        lines.append(
-            f"| {data} | {labelled} | {METHOD_LABEL.get(method, method)} | {len(members)} | {mean_sd(dices)} | "
-            f"{mean_sd(nsds)} | {mean_sd(lcc_dices)} | {mean_sd(lcc_nsds)} | {time_text} |"
-        )
-    lines += ["", f"![Learning curve]({link}/learning_curve.png)", ""]
-    _learning_curve(curve, groups, images / "learning_curve.png")
-
-    lines += ["Per held-out volume (Dice, mean over repeats):", ""]
-    lines += ["| training data | method | " + " | ".join(t[:8] + "…" for t in tests) + " |"]
-    lines += ["|---|---|" + "---|" * len(tests)]
-    for (budget, method), members in groups.items():
-        cells = [statistics.mean(r["cases"][t]["dice"] for r in members) for t in tests]
-        data = "none" if budget == "none" else budget
-        lines.append(f"| {data} | {method} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-    lines.append("")
-    lines += _reading(groups)
-    lines += _slice_search(study, runs)
-    return lines
-
-
-def _producers(study: dict[str, Any]) -> str:
-    producers = sorted(set(study.get("embeddings_from", {}).values()) or {study.get("encoder_runtime", "?")})
-    names = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "torch": "PyTorch"}
-    return " and ".join(names.get(p, p) for p in producers)
-
-
-def _learning_curve(curve: dict[str, list[tuple[int, float, float]]], groups: Any, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    colours: dict[str, Any] = {}
-    for method, points in sorted(curve.items()):
-        points.sort()
-        xs, ys, sds = zip(*points)
-        base = method.removesuffix("+lcc")
-        label = METHOD_LABEL.get(base, base).replace("`", "") + (", largest component" if method != base else "")
-        drawn = ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3, label=label, color=colours.get(base),
-                            linestyle="--" if method != base else "-")  # fmt: skip
-        colours[base] = drawn.lines[0].get_color()
-    for method, style in (("zero_shot_box", "--"), ("zero_shot_automatic", ":")):
-        members = groups.get(("none", method))
-        if members:
-            value = statistics.mean(c["dice"] for r in members for c in r["cases"].values())
-            ax.axhline(value, linestyle=style, color="grey", label=f"{METHOD_LABEL[method].split(',')[0]}, "
-                       f"{'box prompts' if method == 'zero_shot_box' else 'automatic'} ({value:.2f})")  # fmt: skip
-    ax.set_xscale("log")
-    budgets = sorted({x for points in curve.values() for x, _, _ in points})
-    if budgets:
-        ax.set_xticks(budgets, [str(b) for b in budgets])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlabel("labelled training slices (log scale)")
-    ax.set_ylabel("Dice on held-out volumes (automatic)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("LiteMedSAM fine-tuned on a CPU: la_heart_dev", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _reading(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
-    def dice_of(key: tuple[str, str]) -> float | None:
-        members = groups.get(key)
-        return statistics.mean(c["dice"] for r in members for c in r["cases"].values()) if members else None
-
-    best = max(
-        ((key, dice_of(key)) for key in groups if key[0] != "none"), key=lambda item: item[1] or 0.0, default=None
-    )
-    box = dice_of(("none", "zero_shot_box"))
-    lines = []
-    if best and best[1] is not None:
-        (budget, method), value = best
-        text = (
-            f"Best automatic result: {METHOD_LABEL.get(method, method)} with {BUDGET_LABEL[budget]}, Dice {value:.3f}"
-        )
-        if box is not None:
-            text += f" ({best[1] / box:.0%} of zero-shot box prompting's {box:.3f}, which needs a box on every slice)"
-        lines.append(text + ".")
-    for budget in ("s4", "s8", "vol1", "vol3"):
-        quick, blo = dice_of((budget, "cpu_quick")), dice_of((budget, "blo_sam"))
-        if quick is not None and blo is not None:
-            winner = "`blo_sam`" if blo > quick else "`cpu_quick`"
-            lines.append(f"- {BUDGET_LABEL[budget]}: {winner} wins ({blo:.3f} vs {quick:.3f}).")
-    return [*lines, ""]
-
-
-def _slice_search(study: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
-    cases = [c for r in runs if r["budget"] != "none" for c in r["cases"].values() if c.get("foreground_slices", 1)]
-    if not cases or "search_steps" not in study:
-        return []
-    lines = [
-        "### Slice search on the same predictions",
-        "",
-        "What `PredictConfig.slice_search` (sample every *n*-th slice, then grow from the hits until the "
-        "structure ends) would have segmented, computed from the trained models' per-slice predictions on the "
-        f"held-out volumes ({len(cases)} model × volume pairs where the model found anything):",
-        "",
-        "| step | slices segmented, of 88 (mean) | Dice change vs every slice: mean | largest drop "
-        "| cases with a drop > 0.005 |",
-        "|---|---|---|---|---|",
-    ]
-    for step in study["search_steps"]:
-        changes = [c[f"search{step}_dice"] - c["dice"] for c in cases]
-        counts = [c[f"search{step}_slices"] for c in cases]
-        over = sum(1 for d in changes if d < -0.005)
-        lines.append(
-            f"| {step} | {statistics.mean(counts):.1f} | {statistics.mean(changes):+.4f} | {min(changes):+.4f} | "
-            f"{over} of {len(changes)} |"
-        )
-    if "foreground_slices" in cases[0]:
-        shown = [c["foreground_slices"] for c in cases]
-        lines += [
-            "",
-            f"Slice search saves little here because the trained models mark foreground on "
-            f"{statistics.median(shown):.0f} of 88 slices (median; {min(shown)}–{max(shown)}) of each held-out "
-            "volume, including slices beyond the atrium, so growing from the hits reaches most of the volume.",
-        ]
-    return [*lines, ""]
 
 
 # -- prediction speed ----------------------------------------------------------------------------
@@ -504,7 +317,7 @@ def main() -> None:
         "",
     ]
     sections: list[tuple[str, Any]] = [
-        ("study_la_heart", lambda d: study_section(d, args.images, link)),
+        ("study_la_heart", lambda d: study_section(d, args.images, link, machine_line)),
         ("prediction", lambda d: prediction_section(d, args.images, link)),
         ("training", training_section),
         ("interactive", lambda d: interactive_section(d, " (Segment Editor effect), CPU")),
