@@ -200,7 +200,7 @@ def demo(args: argparse.Namespace) -> int:
 
     if args.out_dir is not None and not args.out_dir.parent.is_dir():
         raise OutputError(f"Cannot create --out-dir '{args.out_dir}': '{args.out_dir.parent}' does not exist.")
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         raise ConfigurationError(f"--epochs must be at least 1, got {args.epochs}.")
     run_demo(out_dir=args.out_dir, device=args.device, seed=args.seed, show_progress=not args.quiet,
              epochs=args.epochs)  # fmt: skip

@@ -84,7 +84,7 @@ def run_demo(
     device: str = "auto",
     seed: int = 0,
     show_progress: bool = True,
-    epochs: int = 20,
+    epochs: int | None = None,
 ) -> dict[str, float]:
     """Run the demo, print what it does and the Dice before and after fine-tuning.
 
@@ -94,7 +94,7 @@ def run_demo(
         device: Compute device (``auto``, ``cpu``, ``cuda``...).
         seed: Seed of the phantoms and of training.
         show_progress: Draw progress bars on a terminal.
-        epochs: Training epochs of ``cpu_quick``.
+        epochs: Training epochs (default: the ``cpu_quick`` preset's).
 
     Returns:
         Dice of the three predictions and the seconds each stage took.
@@ -137,8 +137,10 @@ def run_demo(
     print(f"    automatic Dice {before:.3f} (no prompt: the pretrained model segments nothing); "
           f"with a box on every slice {boxed:.3f}")  # fmt: skip
 
-    print(f"3/4 Fine-tuning with the cpu_quick preset ({epochs} epochs, mask decoder) on the 3 training phantoms")
-    config = load_preset("cpu_quick").train_config({"epochs": epochs, "device": device, "seed": seed})
+    overrides: dict[str, Any] = {"device": device, "seed": seed, **({"epochs": epochs} if epochs is not None else {})}
+    config = load_preset("cpu_quick").train_config(overrides)
+    print(f"3/4 Fine-tuning the mask decoder with the cpu_quick preset ({config.epochs} epochs, at least "
+          f"{config.min_steps} steps) on the 3 training phantoms")  # fmt: skip
     stages = _Stages(show_progress)
     started = time.perf_counter()
     try:

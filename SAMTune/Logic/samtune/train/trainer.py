@@ -297,8 +297,8 @@ class Trainer:
     def evaluate(
         self, samples: SliceSamples, cache: EmbeddingCache | None, indices: list[int] | None = None
     ) -> tuple[float, float]:
-        """Foreground Dice and NSD of ``samples`` (or of rows ``indices``): per case on the original
-        slice grids, then the mean over cases (:func:`samtune.train.evaluation.evaluate_samples`)."""
+        """Foreground Dice and NSD of ``samples`` (or rows ``indices``), per case on the original grids, then
+        the mean over cases (:func:`~samtune.train.evaluation.evaluate_samples`); presence gate at 0.5."""
         self.model.eval()
 
         def logits_of(

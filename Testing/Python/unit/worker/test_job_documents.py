@@ -221,7 +221,7 @@ def test_the_training_configuration_is_the_preset_with_the_overrides_deep_merged
     preset = load_preset("cpu_quick").config
     assert config.epochs == 5 and config.device == "cpu" and config.finetune.lora.rank == 8
     assert config.lr == preset["lr"] and config.backbone == preset["backbone"]  # the rest is the preset's
-    assert config.finetune.lora.alpha == preset["finetune"]["lora"]["alpha"]  # merged, not replaced
+    assert config.finetune.method.value == preset["finetune"]["method"]  # merged, not replaced
     assert config.finetune.scope.value == preset["finetune"]["scope"]
     assert job.overrides == {"epochs": 5, "device": "cpu", "finetune": {"lora": {"rank": 8}}}  # unchanged
 
