@@ -26,23 +26,33 @@ GOALS = {"vol3": (0.64, 0.82, 0.88), "vol1": (0.53, 0.75, 0.82), "s8": (0.49, 0.
 METHOD_LABEL = {
     "zero_shot_automatic": "zero-shot LiteMedSAM, automatic",
     "zero_shot_box": "zero-shot LiteMedSAM, a box from the reference on every slice (prompting's upper bound)",
-    "before": "former `cpu_quick`: decoder LoRA r4, 10 % of the empty slices",
+    "before": "former `decoder_refine`: decoder LoRA r4, 10 % of the empty slices",
     "a1_presence": "+ every empty slice (balanced) and the presence head",
     "a1_lora16": "same, LoRA rank 16",
     "a2_full_decoder": "+ balanced empty slices, the presence head, the whole mask decoder (lr 3e-4, ≥ 150 steps)",
-    "cpu_quick": "+ box-prompted steps (refinement): `cpu_quick`",
-    "cpu_quick_views": "`cpu_quick` + 2 augmented views per slice in the cache",
-    "cpu_quick_val": "`cpu_quick` with one training volume held out for validation",
+    "decoder_refine": "+ box-prompted steps (refinement): `decoder_refine`",
+    "decoder_refine_views": "`decoder_refine` + 2 augmented views per slice in the cache",
+    "decoder_refine_val": "`decoder_refine` with one training volume held out for validation",
     "blo_sam": "`blo_sam`",
     "unet_peer": "peer: MONAI 2D U-Net from scratch, same slices, same time",
 }
-ABLATION = ["before", "a1_presence", "a1_lora16", "a2_full_decoder", "cpu_quick", "cpu_quick_views", "cpu_quick_val"]
+ABLATION = [
+    "before",
+    "a1_presence",
+    "a1_lora16",
+    "a2_full_decoder",
+    "decoder_refine",
+    "decoder_refine_views",
+    "decoder_refine_val",
+]
 VARIANT_LABEL = {
     "plain": "one pass, no presence gate",
     "presence": "presence gate",
     "refine": "refinement (box of the mask fed back)",
     "default": "presence gate + refinement (the model's default)",
     "lcc": "default + largest 3D component",
+    "context": "default, boxes = median over ±2 slices (study only)",
+    "context_lcc": "that + largest 3D component",
 }
 
 
@@ -84,7 +94,7 @@ def study_section(study: dict[str, Any], images: Path, link: str, machine_line: 
         f"{len(tests)} ({', '.join(t[:6] + '…' for t in tests)}). Repeat *r* uses seed *r* and pool volume *r* "
         "(`s4`, `s8`, `vol1`) or volumes *r*…*r*+2 (`vol3`); `vol8` runs once. No setting was chosen on the held-out "
         "volumes: each model's presence threshold is its own (validation slices, or 0.5 without them), the learning "
-        "rate of `cpu_quick` was chosen on pool volumes (a development probe: 1e-3 collapsed to empty masks, 1e-4 "
+        "rate of `decoder_refine` was chosen on pool volumes (a development probe: 1e-3 collapsed to empty masks, 1e-4 "
         "had not learned after 60 steps), and its epochs and `min_steps` were set to fit the CPU time.",
         "",
         f"Machine: {machine_line(study['machine'])}. Each slice is encoded once ({study['encoder_s_per_slice']:.2f} s "
@@ -96,12 +106,12 @@ def study_section(study: dict[str, Any], images: Path, link: str, machine_line: 
         "",
         "### Against the goals",
         "",
-        "| training data | before (issue) | must reach | goal | runs | `cpu_quick` | + largest component | NSD (1 mm) "
-        "| training time (median) | peer U-Net (same time) |",
+        "| training data | before (issue) | must reach | goal | runs | `decoder_refine` | + largest component "
+        "| NSD (1 mm) | training time (median) | peer U-Net (same time) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for budget in BUDGET_LABEL:
-        members = groups.get((budget, "cpu_quick"))
+        members = groups.get((budget, "decoder_refine"))
         if not members:
             continue
         before, must, goal = GOALS.get(budget, (None, None, None))
@@ -146,7 +156,7 @@ def _ablation(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
     for budget in BUDGET_LABEL:
         for method in ABLATION:
             members = groups.get((budget, method))
-            if not members or (budget, "before") not in groups and method != "cpu_quick_views":
+            if not members or (budget, "before") not in groups and method != "decoder_refine_views":
                 continue
             fp, fn = _values(members, "fp_slices"), _values(members, "fn_slices")
             lines.append(
@@ -159,7 +169,7 @@ def _ablation(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
 
 def _variants(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
     lines = [
-        "### Prediction-side levers, on the same `cpu_quick` models",
+        "### Prediction-side levers, on the same `decoder_refine` models",
         "",
         "The presence gate, refinement and 3D post-processing cost decoder time only; each column scores the same "
         "trained models' predictions of the held-out volumes.",
@@ -168,7 +178,7 @@ def _variants(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
         "|---|" + "---|" * (len(VARIANT_LABEL) + 1),
     ]
     for budget in BUDGET_LABEL:
-        members = groups.get((budget, "cpu_quick"))
+        members = groups.get((budget, "decoder_refine"))
         if not members:
             continue
         cells = [mean_sd(_values(members, f"{v}_dice")) for v in VARIANT_LABEL]
@@ -184,7 +194,7 @@ def _per_volume(groups: dict[tuple[str, str], list[dict[str, Any]]], tests: list
     lines += ["| training data | method | " + " | ".join(t[:6] + "…" for t in tests) + " |"]
     lines += ["|---|---|" + "---|" * len(tests)]
     for (budget, method), members in groups.items():
-        if method not in ("cpu_quick", "unet_peer", "before", "zero_shot_box"):
+        if method not in ("decoder_refine", "unet_peer", "before", "zero_shot_box"):
             continue
         cells = [statistics.mean(r["cases"][t]["dice"] for r in members) for t in tests]
         lines.append(f"| {budget} | {method} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
@@ -192,7 +202,7 @@ def _per_volume(groups: dict[tuple[str, str], list[dict[str, Any]]], tests: list
 
 
 def _slice_search(study: dict[str, Any], groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
-    cases = [c for (b, m), rs in groups.items() if m == "cpu_quick" for r in rs for c in r["cases"].values()]
+    cases = [c for (b, m), rs in groups.items() if m == "decoder_refine" for r in rs for c in r["cases"].values()]
     if not cases or "search_dice" not in cases[0]:
         return []
     step = study.get("search_step", 4)
@@ -203,7 +213,7 @@ def _slice_search(study: dict[str, Any], groups: dict[tuple[str, str], list[dict
         "### Slice search with the presence decision",
         "",
         f"What `PredictConfig.slice_search` (every {step}th slice, then grow from the hits until the structure ends) "
-        f"would have segmented with the `cpu_quick` models' predictions ({len(cases)} model × volume pairs): "
+        f"would have segmented with the `decoder_refine` models' predictions ({len(cases)} model × volume pairs): "
         f"{statistics.mean(counts):.1f} of 88 slices on average ({min(counts)}–{max(counts)}), Dice change "
         f"{statistics.mean(changes):+.4f} on average, largest drop {min(changes):+.4f}, "
         f"{sum(1 for d in changes if d < -0.005)} pairs with a drop over 0.005. The models mark foreground on "
@@ -215,8 +225,9 @@ def _slice_search(study: dict[str, Any], groups: dict[tuple[str, str], list[dict
 def _learning_curve(groups: Any, path: Path, box: list[float], auto: list[float]) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     order = list(BUDGET_LABEL)
-    for method, key, style in (("cpu_quick", "dice", "-"), ("cpu_quick", "lcc_dice", "--"), ("unet_peer", "dice", ":"),
-                               ("before", "dice", "-.")):  # fmt: skip
+    lines = (("decoder_refine", "dice", "-"), ("decoder_refine", "lcc_dice", "--"), ("unet_peer", "dice", ":"),
+             ("before", "dice", "-."))  # fmt: skip
+    for method, key, style in lines:
         points = []
         for budget in order:
             members = groups.get((budget, method))
@@ -226,8 +237,9 @@ def _learning_curve(groups: Any, path: Path, box: list[float], auto: list[float]
                 points.append((members[0]["labelled_slices"], statistics.mean(values), sd))
         if points:
             xs, ys, sds = zip(*sorted(points))
-            names = {"cpu_quick": "cpu_quick", "unet_peer": "MONAI 2D U-Net (same slices, same time)",
-                     "before": "former cpu_quick"}  # fmt: skip
+            names = {"decoder_refine": "decoder_refine (whole decoder, presence, refinement)",
+                     "unet_peer": "MONAI 2D U-Net (same slices, same time)",
+                     "before": "cpu_quick (decoder LoRA)"}  # fmt: skip
             label = names[method] + (", largest component" if key == "lcc_dice" else "")
             ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3, label=label, linestyle=style)
     for values, style, text in ((box, "--", "zero-shot, box on every slice"), (auto, ":", "zero-shot, automatic")):

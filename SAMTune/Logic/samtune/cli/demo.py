@@ -4,7 +4,7 @@
 2. Before: pretrained LiteMedSAM on the test phantom, automatically (no prompt: it segments nothing)
    and with a box per slice taken from the reference (the prompted reference a user would get by
    drawing boxes).
-3. Fine-tune with the ``cpu_quick`` preset (the mask decoder and its presence head, on cached embeddings).
+3. Fine-tune with the ``cpu_quick`` preset (decoder LoRA on cached embeddings).
 4. After: the fine-tuned model segments the test phantom automatically.
 
 Everything is written to one folder (``samtune-demo`` by default): the phantoms and the training
@@ -139,8 +139,9 @@ def run_demo(
 
     overrides: dict[str, Any] = {"device": device, "seed": seed, **({"epochs": epochs} if epochs is not None else {})}
     config = load_preset("cpu_quick").train_config(overrides)
-    print(f"3/4 Fine-tuning the mask decoder with the cpu_quick preset ({config.epochs} epochs, at least "
-          f"{config.min_steps} steps) on the 3 training phantoms")  # fmt: skip
+    print(
+        f"3/4 Fine-tuning with the cpu_quick preset ({config.epochs} epochs, decoder LoRA) on the 3 training phantoms"
+    )
     stages = _Stages(show_progress)
     started = time.perf_counter()
     try:
