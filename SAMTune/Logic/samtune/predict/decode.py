@@ -98,25 +98,28 @@ def decode_automatic(
         ``(B, 1, Hl, Wl)`` low-resolution logits; slices judged absent hold :data:`ABSENT`.
     """
     passes = model.refine_passes if refine is None else int(refine)
-    _, low_res, score = automatic_passes(model, embeddings, refine=passes, threshold=threshold)
     gate = model.presence_threshold if presence_threshold is None else float(presence_threshold)
+    _, low_res, score = automatic_passes(model, embeddings, refine=passes, threshold=threshold, gate=gate or 0.0)
     return gate_logits(low_res, score, gate) if gate else low_res
 
 
 def automatic_passes(
-    model: SamModel, embeddings: torch.Tensor, *, refine: int, threshold: float = 0.5
+    model: SamModel, embeddings: torch.Tensor, *, refine: int, threshold: float = 0.5, gate: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(first-pass logits, refined logits, presence logits (B,))`` of automatic decoding, ungated.
 
     The first pass has no prompt; each of ``refine`` passes decodes again the slices with a mask,
-    given the box around it (:func:`mask_box`). With ``refine=0`` both logits are the first pass.
+    given the box around it (:func:`mask_box`), skipping slices whose presence probability is below
+    ``gate`` (the gate drops them anyway). With ``refine=0`` both logits are the first pass.
     """
     first, score = model.decode(embeddings)
     first = first.float()
     low_res = first.clone() if refine else first
     cut = float(np.log(threshold / (1 - threshold)))
+    present = (torch.sigmoid(score[:, 0].float()) >= gate).cpu().numpy()
     for _ in range(int(refine)):
-        boxes = [mask_box(m) for m in (model.upscale_logits(low_res)[:, 0] > cut).cpu().numpy()]
+        masks = (model.upscale_logits(low_res)[:, 0] > cut).cpu().numpy()
+        boxes = [mask_box(m) if keep else None for m, keep in zip(masks, present)]
         rows = [b for b, box in enumerate(boxes) if box is not None]
         if not rows:
             break

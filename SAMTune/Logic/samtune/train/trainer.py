@@ -216,16 +216,6 @@ class Trainer:
         logits, score = forward(images, embeddings, boxes, points)
         return logits, score, mode is PromptMode.AUTOMATIC
 
-    def _logits(
-        self,
-        images: torch.Tensor | None,
-        embeddings: torch.Tensor | None,
-        masks: torch.Tensor,
-        *,
-        training: bool = False,
-    ) -> torch.Tensor:
-        return self._outputs(images, embeddings, masks, training=training)[0]
-
     @property
     def segmenter_module(self) -> torch.nn.Module:
         """The forward module without the DDP wrapper (evaluation needs no gradient sync)."""
