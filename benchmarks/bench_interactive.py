@@ -41,7 +41,7 @@ def main() -> None:
 
     image, label = make_phantom(shape=(16, 256, 256), seed=4)
     model = build_model(args.backbone, device=args.device)
-    session = PredictorSession(model, image, axis="k", runtime=args.runtime)
+    session = PredictorSession(model, image, axis="k", runtime=args.runtime, store=False)
     present = np.flatnonzero(label.array.reshape(16, -1).any(axis=1))
     middle = int(present.mean())
     point = np.argwhere(label.array[middle] > 0).mean(axis=0)[::-1]  # (x, y)
@@ -58,7 +58,7 @@ def main() -> None:
     cached = [click(middle) for _ in range(args.clicks)]
     seed = session.predict_slice(middle, SlicePrompt(boxes=boxes_from_label(label.array, axis=0)[middle].boxes))
     session.close()
-    session = PredictorSession(model, image, axis="k", runtime=args.runtime)
+    session = PredictorSession(model, image, axis="k", runtime=args.runtime, store=False)
     session.embedding(middle)
     start = time.perf_counter()
     reached = session.propagate(middle, seed, direction=1, prefetch=0)

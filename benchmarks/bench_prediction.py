@@ -38,6 +38,7 @@ from common import (
     case_ids,
     load_case,
     machine,
+    masks_from_embeddings,
     median_seconds,
     painted_case,
     peak_rss_mb,
@@ -109,6 +110,93 @@ def encoder_levers(model: Any, repeats: int, quick: bool, openvino: bool) -> dic
     return rows
 
 
+def int8_levers(model: Any, data: Path | None, repeats: int) -> dict[str, Any]:
+    """ONNX Runtime int8 encoders (dynamic on the matrix products; static QDQ with calibration) vs fp32.
+
+    Calibration slices come from the first la_heart_dev volume with ``--data`` (else an MR phantom);
+    the figures are time per slice, the relative error of the embedding on slices of the last
+    volume (another phantom without data) and, with ``--data``, the Dice change a ``cpu_quick``
+    model sees on that whole volume (``int8_dice``, filled in by :func:`real_volume`).
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from samtune.data import make_phantom, prepare_slices
+
+    def inputs(volume: Volume, step: int) -> np.ndarray:
+        indices = list(range(2, volume.shape[0] - 2, step))
+        images, _ = prepare_slices(volume, input_size=model.input_size, pixel_norm=model.pixel_norm,
+                                   config=_axis(), indices=indices)  # fmt: skip
+        return images.numpy()
+
+    if data is not None:
+        ids = case_ids(data)
+        calibration, evaluation = inputs(load_case(data, ids[0])[0], 6), inputs(load_case(data, ids[-1])[0], 20)
+    else:
+        calibration = inputs(make_phantom(shape=(88, 256, 256), seed=5)[0], 6)
+        evaluation = inputs(make_phantom(shape=(88, 256, 256), seed=6)[0], 20)
+    folder = Path(tempfile.mkdtemp(prefix="samtune-int8-"))
+    fp32 = folder / "fp32.onnx"
+    with tempfile.TemporaryDirectory() as export:
+        encoder_runtime(model, "onnxruntime", cache_dir=export)
+        (exported,) = Path(export).glob("*/encoder.onnx")
+        quant_pre_process(str(exported), str(fp32))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"images": x[None]} for x in calibration])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    static = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
+              "weight_type": QuantType.QInt8}  # fmt: skip
+    variants = {
+        "dynamic_matmul_per_channel": lambda out: quantize_dynamic(
+            str(fp32), str(out), per_channel=True, weight_type=QuantType.QInt8
+        ),  # fmt: skip
+        "static_gemm_only": lambda out: quantize_static(
+            str(fp32), str(out), Reader(), op_types_to_quantize=["Gemm"], **static
+        ),  # fmt: skip
+        "static_all": lambda out: quantize_static(str(fp32), str(out), Reader(), **static),
+    }
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+
+    def session(path: Path) -> Any:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    reference_session = session(fp32)
+    reference = [reference_session.run(None, {"images": x[None]})[0] for x in evaluation]
+    x1 = evaluation[:1]
+    base = median_seconds(lambda: reference_session.run(None, {"images": x1}), repeats)
+    rows: dict[str, Any] = {"fp32": {"s_per_slice": base}, "calibration_slices": len(calibration)}
+    sessions = {}
+    for name, make in variants.items():
+        out = folder / f"{name}.onnx"
+        started = time.perf_counter()
+        make(out)
+        built = time.perf_counter() - started
+        quantized = session(out)
+        sessions[name] = quantized
+        got = [quantized.run(None, {"images": x[None]})[0] for x in evaluation]
+        error = float(np.mean([np.linalg.norm(g - r) / np.linalg.norm(r) for g, r in zip(got, reference)]))
+        seconds = median_seconds(lambda q=quantized: q.run(None, {"images": x1}), repeats)
+        rows[name] = {"s_per_slice": seconds, "speedup_vs_fp32": base / seconds, "relative_embedding_error": error,
+                      "quantize_s": built}  # fmt: skip
+        print(f"int8 {name}: {seconds:.3f} s/slice ({base / seconds:.2f}x), embedding error {error:.3f}", flush=True)
+    rows["sessions"] = sessions  # used by real_volume, dropped before writing
+    return rows
+
+
 def compute_bound(model: Any) -> dict[str, float]:
     """Encoder FLOPs per slice and this machine's fp32 matrix-multiply throughput (a practical peak)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -135,7 +223,7 @@ def whole_volume(model: Any, repeats: int) -> dict[str, Any]:
     for runtime in ("torch", "onnxruntime"):
         config = PredictConfig(runtime=runtime, slices=_axis())
         out[f"{runtime}_s"] = median_seconds(
-            lambda config=config: predict_volume(model, volume, config), repeats, warmup=False
+            lambda config=config: predict_volume(model, volume, config, store=False), repeats, warmup=False
         )
         print(f"synthetic 88x256x256 {runtime}: {out[f'{runtime}_s']:.1f} s", flush=True)
     out["speedup"] = out["torch_s"] / out["onnxruntime_s"]
@@ -148,7 +236,7 @@ def _axis() -> Any:
     return SliceConfig(axis=AXIS)
 
 
-def real_volume(data: Path) -> dict[str, Any]:
+def real_volume(data: Path, int8: dict[str, Any] | None = None) -> dict[str, Any]:
     ids = case_ids(data)
     case, painted = painted_case(ids[0], *load_case(data, ids[0]), 8)
     config = load_preset("cpu_quick").train_config(
@@ -168,10 +256,21 @@ def real_volume(data: Path) -> dict[str, Any]:
         encoder_runtime(model, runtime)  # conversion (cached after the first call) is not part of the figure
         config = PredictConfig(runtime=runtime, slice_search=search, slices=_axis())
         started = time.perf_counter()
-        masks[name] = predict_volume(model, image, config).array > 0
+        masks[name] = predict_volume(model, image, config, store=False).array > 0
         seconds = time.perf_counter() - started
         result[name] = {"s": seconds, "dice": dice(masks[name], reference)}
         print(f"la_heart {ids[-1]} {name}: {seconds:.1f} s, Dice {result[name]['dice']:.4f}", flush=True)
+    if int8:  # what users see: the Dice of the same model with each int8 encoder, every slice
+        from samtune.data import prepare_slices
+
+        images, grid = prepare_slices(image, input_size=model.input_size, pixel_norm=model.pixel_norm, config=_axis())
+        result["int8_dice"] = {}
+        for name, session in int8.items():
+            embeddings = [torch.from_numpy(session.run(None, {"images": x[None].numpy()})[0]) for x in images]
+            mask = masks_from_embeddings(model, torch.cat(embeddings), grid)  # slices along k: the array's axis 0
+            value = dice(mask, reference)
+            result["int8_dice"][name] = {"dice": value, "dice_change_vs_torch": value - result["torch"]["dice"]}
+            print(f"la_heart {ids[-1]} int8 {name}: Dice {value:.4f}", flush=True)
     for name in ("onnxruntime", "onnxruntime_search4", "onnxruntime_search8"):
         result[name]["dice_change_vs_torch"] = result[name]["dice"] - result["torch"]["dice"]
         result[name]["voxels_differing_from_torch"] = int((masks[name] != masks["torch"]).sum())
@@ -196,10 +295,13 @@ def main() -> None:
     figures: dict[str, Any] = {"machine": machine(args.threads), "backbone": "litemedsam", "quick": args.quick}
     figures["encoder"] = encoder_levers(model, args.repeats, args.quick, args.openvino)
     figures["compute_bound"] = compute_bound(model)
+    int8 = int8_levers(model, args.data, args.repeats)
+    sessions = int8.pop("sessions")
+    figures["int8_encoder"] = int8
     if not args.quick:
         figures["synthetic_volume_88x256x256"] = whole_volume(model, args.volume_repeats)
     if args.data:
-        figures["la_heart_volume"] = real_volume(args.data)
+        figures["la_heart_volume"] = real_volume(args.data, sessions)
     figures["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(figures, indent=2))
     write_results(args.json, figures)

@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from report_speed import gpu_section, int8_section, scaling_section, volume_speed_section  # noqa: E402
 from report_study import study_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -154,8 +155,8 @@ def prediction_section(pred: dict[str, Any], images: Path, link: str) -> list[st
                 f"{GOAL_S / 88:.2f} s per slice."
                 + (
                     " So no fp32 runtime can meet the goal on this machine while encoding every slice; only "
-                    "encoding fewer slices, lower precision (bf16/int8 hardware this CPU lacks), more cores or a "
-                    "GPU can."
+                    "encoding fewer slices, lower precision that keeps the masks (the int8 encoders below do not), "
+                    "more cores or a GPU can."
                     if bound["volume_88_encoder_s_at_matmul_speed"] > GOAL_S
                     else ""
                 ),
@@ -164,6 +165,9 @@ def prediction_section(pred: dict[str, Any], images: Path, link: str) -> list[st
         _speed_plot(variants, images / "prediction_speed.png")
         lines += [f"![Whole-volume prediction time]({link}/prediction_speed.png)", ""]
     lines.append(f"Peak resident memory of the benchmark process: {pred['peak_rss_mb'] / 1024:.2f} GB.")
+    lines.append("")
+    if "int8_encoder" in pred:
+        lines += int8_section(pred["int8_encoder"], real)
     return [*lines, ""]
 
 
@@ -319,6 +323,8 @@ def main() -> None:
     sections: list[tuple[str, Any]] = [
         ("study_la_heart", lambda d: study_section(d, args.images, link, machine_line)),
         ("prediction", lambda d: prediction_section(d, args.images, link)),
+        ("volume_speed", lambda d: volume_speed_section(d, machine_line)),
+        ("scaling", lambda d: scaling_section(d, args.images, link, machine_line)),
         ("training", training_section),
         ("interactive", lambda d: interactive_section(d, " (Segment Editor effect), CPU")),
         ("interactive_cuda", lambda d: interactive_section(d, ", GPU")),
@@ -330,8 +336,7 @@ def main() -> None:
             lines += render(found[name])
         elif name != "interactive_cuda":
             lines += [f"## {name}", "", f"Not measured yet: `benchmarks/run_all.py --only {name}`.", ""]
-    if "interactive_cuda" not in found and "prediction" in found and "gpu" not in str(found["prediction"]["machine"]):
-        lines += ["No GPU was available where these figures were measured, so there are no GPU figures.", ""]
+    lines += gpu_section(found.get("gpu"), machine_line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -11,12 +11,14 @@ with its tables and plots. Run nothing else on the machine meanwhile: the figure
 (``docs/`` keeps the full figures). ``--only`` picks benchmarks; ``--report-only`` regenerates the
 report from the JSON files already there. Without ``--data`` the la_heart_dev study and the
 real-volume prediction figures are skipped (the data is never copied into the repository).
-On a machine with CUDA the interactive benchmark also runs on the GPU.
+On a machine with CUDA the interactive benchmark also runs on the GPU, and ``bench_gpu.py`` records
+the GPU figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +40,13 @@ BENCHMARKS: dict[str, tuple[str, bool, list[str], list[str]]] = {
         ["--cases", "3", "--epochs", "3", "--repeats", "1"],
         ["--cases", "2", "--epochs", "1", "--repeats", "1"],
     ),  # fmt: skip
+    "volume_speed": (
+        "bench_volume_speed.py",
+        True,
+        ["--data", "{data}"],
+        ["--data", "{data}", "--test-cases", "2", "--fp32-volumes", "1", "--cold-search", "1"],
+    ),  # fmt: skip
+    "scaling": ("bench_scaling.py", False, [], ["--quick"]),
     "study_la_heart": (
         "study_la_heart.py",
         True,
@@ -84,13 +93,18 @@ def main() -> None:
         command = [sys.executable, "-W", "ignore", str(HERE / script), *filled, "--json", str(results / f"{name}.json")]
         print(f"[run] {name}: {' '.join(command[3:])}", flush=True)
         started = time.perf_counter()
-        code = subprocess.run(command, cwd=ROOT).returncode
+        # Encoder figures must not be served from the per-user embedding store (the speed benchmark uses its own).
+        env = {**os.environ, "SAMTUNE_EMBEDDING_STORE_MB": "0"}
+        code = subprocess.run(command, cwd=ROOT, env=env).returncode
         print(f"[done] {name}: exit {code} after {time.perf_counter() - started:.0f} s", flush=True)
         if code:
             failed.append(name)
         if name == "interactive" and torch.cuda.is_available():
             gpu = [*command[:-1], str(results / "interactive_cuda.json"), "--device", "cuda"]
             failed += ["interactive (cuda)"] if subprocess.run(gpu, cwd=ROOT).returncode else []
+    if not args.report_only and not args.only and torch.cuda.is_available():  # the GPU figures, one run
+        gpu = [sys.executable, "-W", "ignore", str(HERE / "bench_gpu.py"), "--json", str(results / "gpu.json")]
+        failed += ["gpu"] if subprocess.run(gpu, cwd=ROOT).returncode else []
     report = [sys.executable, str(HERE / "report.py"), "--results", str(results)]
     if args.quick:
         report += ["--out", str(results / "benchmarks.md"), "--images", str(results)]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -190,6 +191,7 @@ def scores(variants: dict[str, np.ndarray], reference: np.ndarray, spacing: tupl
 
 
 def main() -> None:
+    os.environ["SAMTUNE_EMBEDDING_STORE_MB"] = "0"  # the study keeps its own embedding cache (--cache-dir)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the la_heart_dev folder")
     parser.add_argument("--budgets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))

@@ -15,6 +15,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 if "SAMTUNE_RUNTIME_CACHE" not in os.environ:
     os.environ["SAMTUNE_RUNTIME_CACHE"] = tempfile.mkdtemp(prefix="samtune-test-runtime-")
 
+# The on-disk embedding store is off unless a test turns it on with its own folder: a store shared
+# across tests would serve one test's embeddings to another and hide the encoder calls they count.
+os.environ["SAMTUNE_EMBEDDING_STORE_MB"] = "0"
+
 # Deterministic, reproducible CPU runs; two threads match the CI machine.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

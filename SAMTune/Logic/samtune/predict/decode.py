@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from samtune.models.runtime import DecodeFunction
 from samtune.models.sam_model import SamModel
 from samtune.predict.postprocess import keep_largest_component
 from samtune.predict.user_prompts import SlicePrompt
@@ -80,6 +81,7 @@ def decode_automatic(
     presence_threshold: float | None = None,
     refine: int | None = None,
     threshold: float = 0.5,
+    decode: DecodeFunction | None = None,
 ) -> torch.Tensor:
     """Automatic (prompt-free) masks: the decoder's answer without a prompt, refined, then gated by presence.
 
@@ -93,18 +95,28 @@ def decode_automatic(
             the decoder, on the same embedding (a decoder pass each, no encoder). ``None`` = the
             model's own (:attr:`SamModel.refine_passes`: 1 for models trained with boxes too).
         threshold: Foreground probability of the masks the refinement boxes are drawn around.
+        decode: The decoder to run (:func:`samtune.models.runtime.decoder_runtime`); default
+            ``model.decode`` in PyTorch.
 
     Returns:
         ``(B, 1, Hl, Wl)`` low-resolution logits; slices judged absent hold :data:`ABSENT`.
     """
     passes = model.refine_passes if refine is None else int(refine)
     gate = model.presence_threshold if presence_threshold is None else float(presence_threshold)
-    _, low_res, score = automatic_passes(model, embeddings, refine=passes, threshold=threshold, gate=gate or 0.0)
+    _, low_res, score = automatic_passes(
+        model, embeddings, refine=passes, threshold=threshold, gate=gate or 0.0, decode=decode
+    )
     return gate_logits(low_res, score, gate) if gate else low_res
 
 
 def automatic_passes(
-    model: SamModel, embeddings: torch.Tensor, *, refine: int, threshold: float = 0.5, gate: float = 0.0
+    model: SamModel,
+    embeddings: torch.Tensor,
+    *,
+    refine: int,
+    threshold: float = 0.5,
+    gate: float = 0.0,
+    decode: DecodeFunction | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(first-pass logits, refined logits, presence logits (B,))`` of automatic decoding, ungated.
 
@@ -112,7 +124,12 @@ def automatic_passes(
     given the box around it (:func:`mask_box`), skipping slices whose presence probability is below
     ``gate`` (the gate drops them anyway). With ``refine=0`` both logits are the first pass.
     """
-    first, score = model.decode(embeddings)
+    if decode is None:
+
+        def decode(batch: torch.Tensor, boxes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            return model.decode(batch, boxes=boxes)
+
+    first, score = decode(embeddings, None)
     first = first.float()
     low_res = first.clone() if refine else first
     cut = float(np.log(threshold / (1 - threshold)))
@@ -125,7 +142,7 @@ def automatic_passes(
             break
         index = torch.as_tensor(rows, device=embeddings.device)
         box_tensor = torch.as_tensor(np.stack([box for box in boxes if box is not None]), device=embeddings.device)
-        refined, _ = model.decode(embeddings.index_select(0, index), boxes=box_tensor)
+        refined, _ = decode(embeddings.index_select(0, index), box_tensor)
         low_res[index] = refined.float()
     return first, low_res, score[:, 0]
 

@@ -25,7 +25,8 @@ from samtune.data.pipeline import SliceGrid, prepare_slices, slice_grid
 from samtune.data.slicing import SliceConfig, in_plane_components, resolve_axis, slice_index
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
-from samtune.models.runtime import encoder_runtime
+from samtune.models.embedding_store import EmbeddingStore, StoredEncoder
+from samtune.models.runtime import DecoderRuntime, decoder_runtime, encoder_runtime, stored_runtime_encoder
 from samtune.models.sam_model import SamModel
 from samtune.predict.decode import decode_automatic, decode_prompted
 from samtune.predict.user_prompts import SlicePrompt
@@ -46,6 +47,8 @@ class PredictorSession:
         threshold: Probability above which a pixel is foreground.
         runtime: Image-encoder runtime (``auto``, ``torch`` or ``onnxruntime``; see
             :mod:`samtune.models.runtime`).
+        store: On-disk embedding store behind the in-memory cache (``True``: the per-user store,
+            shared with whole-volume prediction and training; ``False``: none).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class PredictorSession:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         threshold: float = 0.5,
         runtime: str = "auto",
+        store: EmbeddingStore | bool = True,
     ) -> None:
         if cache_bytes < 0:
             raise ConfigurationError(f"cache_bytes must be >= 0, got {cache_bytes}.")
@@ -75,6 +79,9 @@ class PredictorSession:
         self.encoder_calls = 0
         #: The encoder in use (``runtime.name`` says which; ``runtime.reason`` why).
         self.runtime = encoder_runtime(self.model, runtime)
+        self._encode = stored_runtime_encoder(self.model, self.runtime, store)
+        self._runtime_name = runtime
+        self._decoder: DecoderRuntime | None = None  # the automatic-mode decoder, made on first use
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._grid: SliceGrid = slice_grid(volume, input_size=model.input_size, axis=self.axis)
         self._lock = threading.RLock()
@@ -117,7 +124,7 @@ class PredictorSession:
                 indices=[index],
                 normalized=self.normalized,
             )
-            embedding = self.runtime.encode(images.to(self.device)).to(self.device)
+            embedding = self._encode(images.to(self.device)).to(self.device)
             self.encoder_calls += 1
             self._cache[index] = embedding
             self._evict()
@@ -146,12 +153,19 @@ class PredictorSession:
 
         return self._executor.submit(work)
 
+    @property
+    def stored_slices(self) -> int:
+        """Slices whose embedding came from the on-disk store rather than the encoder."""
+        return self._encode.hits if isinstance(self._encode, StoredEncoder) else 0
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
         with self._lock:
             self._cache.clear()
+        if isinstance(self._encode, StoredEncoder):
+            self._encode.store.prune()
 
     # -- prediction ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -160,7 +174,10 @@ class PredictorSession:
         embedding = self.embedding(index)
         grid = self.grid()
         if prompt is None:
-            low_res = decode_automatic(self.model, embedding, threshold=self.threshold)  # the model's presence, refine
+            if self._decoder is None:
+                self._decoder = decoder_runtime(self.model, self._runtime_name)
+            # The model's own presence threshold and refinement passes.
+            low_res = decode_automatic(self.model, embedding, threshold=self.threshold, decode=self._decoder.decode)
         elif prompt.is_empty:
             return np.zeros(self._slice_shape(), dtype=bool)
         else:

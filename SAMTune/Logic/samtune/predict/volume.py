@@ -18,7 +18,8 @@ from samtune.data.pipeline import prepare_slices
 from samtune.data.slicing import resolve_axis
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
-from samtune.models.runtime import encoder_runtime
+from samtune.models.embedding_store import EmbeddingStore, StoredEncoder
+from samtune.models.runtime import decoder_runtime, encoder_runtime, stored_runtime_encoder
 from samtune.models.sam_model import SamModel
 from samtune.predict.config import PredictConfig
 from samtune.predict.decode import decode_automatic, decode_prompted
@@ -94,6 +95,7 @@ def predict_volume(
     *,
     prompts: dict[int, SlicePrompt] | None = None,
     progress: ProgressCallback | None = None,
+    store: EmbeddingStore | bool = True,
 ) -> Volume:
     """Segment ``volume`` slice by slice and return a label volume on the same grid.
 
@@ -105,6 +107,8 @@ def predict_volume(
             runs automatic (prompt-free) mode on every slice in range; with prompts only the
             prompted slices are segmented and the rest stay 0.
         progress: Called as ``progress(done_slices, total_slices, message)`` after each batch.
+        store: Where slice embeddings are kept for reuse (:mod:`samtune.models.embedding_store`):
+            ``True`` the per-user store (unless ``SAMTUNE_EMBEDDING_STORE_MB=0``), ``False`` none.
 
     Returns:
         A ``uint8`` (or ``uint16`` for label values above 255) label volume with ``volume``'s grid
@@ -123,7 +127,8 @@ def predict_volume(
     if prompts is not None and total == 0:
         logger.warning("No prompted slice inside the requested range: the output is empty.")
     normalized = normalize_intensity(volume.array, config.slices.intensity) if total else None
-    encode = encoder_runtime(model, config.runtime).encode if total else model.encode
+    encode = stored_runtime_encoder(model, encoder_runtime(model, config.runtime), store) if total else model.encode
+    decoder = decoder_runtime(model, config.runtime) if total and prompts is None else None
     done = 0
 
     def segment(batch: list[int]) -> list[bool]:
@@ -137,10 +142,13 @@ def predict_volume(
             normalized=normalized,
         )
         embeddings = encode(images.to(device)).to(device)
-        if prompts is None:
-            low_res = decode_automatic(model, embeddings, presence_threshold=config.presence_threshold,
-                                       refine=config.refine, threshold=config.threshold)  # fmt: skip
+        if decoder is not None:
+            low_res = decode_automatic(
+                model, embeddings, presence_threshold=config.presence_threshold, refine=config.refine,
+                threshold=config.threshold, decode=decoder.decode,
+            )  # fmt: skip
         else:
+            assert prompts is not None
             low_res = decode_prompted(model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords)
         masks = grid.logits_to_masks(low_res.float(), threshold=config.threshold)
         for s, mask in zip(batch, masks):
@@ -158,6 +166,9 @@ def predict_volume(
     else:
         for start in range(0, total, config.batch_size):
             segment(indices[start : start + config.batch_size])
+    if isinstance(encode, StoredEncoder):
+        logger.info("Embedding store: %d slices reused, %d encoded.", encode.hits, encode.misses)
+        encode.store.prune()
     if config.largest_component:
         out[~keep_largest_component(out)] = 0
     return volume.with_array(out)

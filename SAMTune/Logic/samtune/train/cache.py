@@ -4,7 +4,9 @@ Each slice is encoded once and reused every epoch. Augmentation on the fly would
 embedding, so cached runs train the decoder on the original slices, plus any augmented views made
 before the cache is built (``TrainConfig.cached_views``), which are encoded once like the originals.
 Embeddings are kept on the CPU in float16 (4 MB -> 2 MB per slice for a 256 x 64 x 64 embedding)
-and moved to the training device per batch.
+and moved to the training device per batch. Slices already in the on-disk embedding store
+(:mod:`samtune.models.embedding_store`; e.g. a volume segmented before) are read from it instead of
+encoded, and the ones encoded here are added to it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from samtune.models.embedding_store import EmbeddingStore, StoredEncoder, stored_encoder
+from samtune.models.runtime import encoder_fingerprint
 from samtune.models.sam_model import SamModel
 
 
@@ -26,6 +30,7 @@ class EmbeddingCache:
         batch_size: Slices encoded together.
         dtype: Storage dtype.
         progress: ``progress(done, total, message)`` while encoding.
+        store: The on-disk embedding store to read from and add to (``True``: the per-user one).
     """
 
     def __init__(
@@ -37,6 +42,7 @@ class EmbeddingCache:
         dtype: torch.dtype = torch.float16,
         progress: Callable[[int, int, str], None] | None = None,
         rows: list[int] | None = None,
+        store: EmbeddingStore | bool = False,
     ) -> None:
         device = model.device
         chunks = []
@@ -48,16 +54,20 @@ class EmbeddingCache:
         total = images.shape[0]
         was_training = model.image_encoder.training
         model.image_encoder.eval()
+        encode = stored_encoder(model.encode, lambda: encoder_fingerprint(model), store)
         with torch.no_grad():
             for start in range(0, total, batch_size):
                 batch = images[start : start + batch_size].to(device)
-                chunks.append(model.encode(batch).to("cpu", dtype))
+                chunks.append(encode(batch).to("cpu", dtype))
                 if progress is not None:
                     progress(min(start + batch_size, total), total, "Caching image embeddings")
         model.image_encoder.train(was_training)
         self.embeddings = torch.cat(chunks)
-        #: Number of slices the encoder processed to build the cache.
+        #: Number of slices the encoder processed to build the cache (the rest came from the store).
         self.encoded = total
+        if isinstance(encode, StoredEncoder):
+            self.encoded = encode.misses
+            encode.store.prune()
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])

@@ -130,9 +130,14 @@ class Trainer:
             )
         if config.uses_cache:
             own = self.shard_rows[distributed.rank] if distributed is not None else None
-            self.cache = EmbeddingCache(model, train.images, progress=self._progress_cache, rows=own)
+            self.cache = EmbeddingCache(model, train.images, progress=self._progress_cache, rows=own, store=True)
             if val is not None:
-                self.val_cache = EmbeddingCache(model, val.images, progress=self._progress_cache)
+                self.val_cache = EmbeddingCache(model, val.images, progress=self._progress_cache, store=True)
+            caches = [c for c in (self.cache, self.val_cache) if c is not None]
+            reused = sum(len(c) - c.encoded for c in caches)
+            if reused:
+                message = f"{reused} of {sum(len(c) for c in caches)} slice embeddings came from the embedding store."
+                self.on_event({"event": "log", "message": message})
 
     @property
     def state(self) -> TrainingState:

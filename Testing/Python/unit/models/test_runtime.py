@@ -13,7 +13,7 @@ import torch
 from samtune.data import make_phantom
 from samtune.errors import ConfigurationError
 from samtune.models import build_tiny_model
-from samtune.models.runtime import encoder_fingerprint, encoder_runtime
+from samtune.models.runtime import decoder_fingerprint, decoder_runtime, encoder_fingerprint, encoder_runtime
 from samtune.peft.conv_lora import ConvLoRAQKV
 from samtune.predict import PredictConfig, predict_volume
 from samtune.predict.session import PredictorSession
@@ -40,8 +40,12 @@ def test_onnxruntime_equals_torch_and_is_cached(model, tmp_path, monkeypatch):
     assert got.shape == expected.shape and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
+    forwards = []
+    hook = model.image_encoder.register_forward_hook(lambda *_: forwards.append(1))
     second = encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)  # same weights: read from disk
+    hook.remove()
     assert "loaded from" in second.reason and len(conversions) == 1
+    assert not forwards  # a cached export was checked when it was made, not again at every load
     torch.testing.assert_close(second(images), expected, atol=1e-4, rtol=1e-4)
     entries = [p for p in tmp_path.iterdir()]
     assert len(entries) == 1 and sorted(f.name for f in entries[0].iterdir()) == ["encoder.onnx"]
@@ -136,3 +140,29 @@ def test_conv_lora_encoders_stay_in_pytorch(tmp_path):
     chosen = encoder_runtime(model, "auto", cache_dir=tmp_path)
     assert chosen.name == "torch" and "Conv-LoRA" in chosen.reason
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_onnxruntime_decoder_equals_torch_with_and_without_a_box(model, tmp_path):
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        embeddings = model.encode(torch.randn(3, 3, model.input_size, model.input_size, generator=generator))
+    boxes = torch.tensor([[2.0, 3.0, 20.0, 25.0], [0.0, 0.0, 10.0, 12.0], [5.0, 6.0, 30.0, 31.0]])
+    fast = decoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert fast.name == "onnxruntime" and "exported" in fast.reason
+    with torch.no_grad():
+        for prompt in (None, boxes):
+            want_logits, want_scores = model.decode(embeddings, boxes=prompt)
+            logits, scores = fast(embeddings, prompt)
+            torch.testing.assert_close(logits, want_logits, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(scores, want_scores, atol=1e-4, rtol=1e-4)
+    again = decoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert "loaded from" in again.reason
+    before = decoder_fingerprint(model)
+    with torch.no_grad():
+        next(model.mask_decoder.parameters()).add_(0.5)  # a fine-tuned decoder: its own export
+    assert decoder_fingerprint(model) != before and encoder_fingerprint(model)
+    updated = decoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert "exported" in updated.reason and len(list(tmp_path.iterdir())) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(updated(embeddings)[0], model.decode(embeddings)[0], atol=1e-4, rtol=1e-4)
+    assert decoder_runtime(model, "auto").name == "torch"  # tiny configurations stay in PyTorch

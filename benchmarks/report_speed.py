@@ -1,0 +1,171 @@
+"""Report sections for the speed work: whole-volume cold/warm times on la_heart_dev, the int8
+encoder, the scaling plot and the GPU figures (used by ``report.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLD_GOAL_S = 30.0
+WARM_GOAL_S = 5.0
+
+_VARIANTS = {
+    "cold": "cold: `decoder_refine`, every slice encoded (fills the store)",
+    "cold_search4": "cold: `decoder_refine`, slice search step 4 (empty store)",
+    "fp32": "cold without the store (float32 embeddings, as before)",
+    "decoder_refine_warm": "warm: `decoder_refine`, every slice",
+    "decoder_refine_warm_search4": "warm: `decoder_refine`, slice search step 4",
+    "decoder_refine_warm_search8": "warm: `decoder_refine`, slice search step 8",
+    "cpu_quick_warm": "warm: `cpu_quick`, every slice",
+    "cpu_quick_warm_search4": "warm: `cpu_quick`, slice search step 4",
+    "cpu_quick_warm_search8": "warm: `cpu_quick`, slice search step 8",
+}
+
+
+def volume_speed_section(data: dict[str, Any], machine_line: Any) -> list[str]:
+    summary = data.get("summary") or {}
+    volumes = data.get("volumes", {})
+    lines = [
+        "## Whole-volume time on held-out la_heart volumes: cold, warm (embedding store), slice search",
+        "",
+        f"`benchmarks/bench_volume_speed.py` — LiteMedSAM, ONNX Runtime encoder and decoder, 88 slices per volume, "
+        f"{len(volumes)} held-out volumes (the study's test volumes). Machine: {machine_line(data['machine'])}. "
+        f"Models trained on the pool volume {data['pool_case'][:8]}…: `cpu_quick` on 8 painted slices "
+        f"({data['cpu_quick_train_s']:.0f} s), `decoder_refine` (the study's configuration, presence head and "
+        f"refinement) on the whole volume ({data['decoder_refine_train_s']:.0f} s). *Cold* = no embedding of the "
+        "volume stored yet; *warm* = its embeddings are in the store (segmenting it again, another model, "
+        "the effect after the panel).",
+        "",
+        "| run | volumes | median seconds | mean slices segmented | mean slices encoded | mean Dice "
+        "| Dice change vs every slice: mean / worst |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in _VARIANTS.items():
+        row = summary.get(key)
+        if not row:
+            continue
+        change = ""
+        if "mean_dice_change_vs_full" in row and "search" in key:
+            change = f"{row['mean_dice_change_vs_full']:+.4f} / {row['worst_dice_change_vs_full']:+.4f}"
+        if "mean_dice_change_fp16_store" in row:
+            change = (
+                f"store vs float32: {row['mean_dice_change_fp16_store']:+.4f} / "
+                f"{row['worst_dice_change_fp16_store']:+.4f}"
+            )
+        lines.append(
+            f"| {label} | {row['volumes']} | {row['median_s']:.1f} | {row.get('mean_segmented', 88):.1f} "
+            f"| {row.get('mean_encoded', 88):.1f} | {row['mean_dice']:.3f} | {change or '–'} |"
+        )
+    cold = summary.get("cold", {}).get("median_s")
+    warm = summary.get("decoder_refine_warm", {}).get("median_s")
+    if cold and warm:
+        lines += [
+            "",
+            f"**Goals on this machine**: cold ≤ {COLD_GOAL_S:.0f} s — "
+            f"{'met' if cold <= COLD_GOAL_S else 'not met'} (median {cold:.1f} s for every slice); "
+            f"warm ≤ {WARM_GOAL_S:.0f} s — {'met' if warm <= WARM_GOAL_S else 'not met'} (median {warm:.1f} s for "
+            f"every slice, {cold / warm:.0f}× faster than cold).",
+        ]
+    if "store_bytes" in data:
+        lines += ["", f"The store held {data['store_bytes'] / 2**20:.0f} MB for {len(volumes) + 1} volumes "
+                      "(float16, 2 MB per slice)."]  # fmt: skip
+    return [*lines, ""]
+
+
+def int8_section(int8: dict[str, Any], real: dict[str, Any] | None) -> list[str]:
+    lines = [
+        "### Reduced precision: int8 image encoders (ONNX Runtime quantisation)",
+        "",
+        f"Same run as the encoder table; calibration on {int8['calibration_slices']} slices of another volume; "
+        "the error is ‖int8 − fp32‖ / ‖fp32‖ of the embedding on slices of the held-out volume.",
+        "",
+        "| encoder | seconds per slice | speed-up vs fp32 | relative embedding error | Dice (cpu_quick, held-out "
+        "volume) | Dice change |",
+        "|---|---|---|---|---|---|",
+        f"| ONNX Runtime fp32 | {int8['fp32']['s_per_slice']:.3f} | 1.00× | 0 | {real['onnxruntime']['dice']:.4f} | – |"
+        if real
+        else f"| ONNX Runtime fp32 | {int8['fp32']['s_per_slice']:.3f} | 1.00× | 0 | – | – |",
+    ]
+    labels = {
+        "dynamic_matmul_per_channel": "int8 dynamic (MatMul, per-channel weights)",
+        "static_gemm_only": "int8 static QDQ, Gemm only (calibrated)",
+        "static_all": "int8 static QDQ, every op (calibrated)",
+    }
+    dices = (real or {}).get("int8_dice", {})
+    for key, label in labels.items():
+        row = int8.get(key)
+        if not row:
+            continue
+        seen = dices.get(key)
+        lines.append(
+            f"| {label} | {row['s_per_slice']:.3f} | {row['speedup_vs_fp32']:.2f}× "
+            f"| {row['relative_embedding_error']:.3f} | {seen['dice']:.4f} | {seen['dice_change_vs_torch']:+.4f} |"
+            if seen
+            else f"| {label} | {row['s_per_slice']:.3f} | {row['speedup_vs_fp32']:.2f}× "
+            f"| {row['relative_embedding_error']:.3f} | – | – |"
+        )
+    return [*lines, ""]
+
+
+def scaling_section(data: dict[str, Any], images: Path, link: str, machine_line: Any) -> list[str]:
+    points = data["points"]
+    lines = [
+        "## Scaling: time and peak memory against the slices and the in-plane size",
+        "",
+        f"`benchmarks/bench_scaling.py` — each point in its own process. Machine: {machine_line(data['machine'])}. "
+        "Prediction: pretrained LiteMedSAM, automatic, every slice encoded, no embedding store. Training: "
+        "`cpu_quick`, one epoch on one fully labelled phantom (embedding cache, then the steps), no store.",
+        "",
+        "| task | slices × in-plane | seconds | seconds per slice | peak resident memory (MB) |",
+        "|---|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p['task']} | {p['slices']} × {p['side']}² | {p['s']:.1f} | {p['s_per_slice']:.2f} "
+            f"| {p['peak_rss_mb']:.0f} |"
+        )
+    _scaling_plot(points, images / "scaling.png")
+    lines += ["", f"![Time and peak memory against the slices]({link}/scaling.png)", ""]
+    return lines
+
+
+def _scaling_plot(points: list[dict[str, Any]], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.2), dpi=120)
+    for task, colour in (("predict", "#4c72b0"), ("train", "#dd8452")):
+        rows = sorted((p for p in points if p["task"] == task and p["side"] == 256), key=lambda p: p["slices"])
+        if not rows:
+            continue
+        x = [p["slices"] for p in rows]
+        left.plot(x, [p["s"] for p in rows], "o-", color=colour, label=task)
+        right.plot(x, [p["peak_rss_mb"] for p in rows], "o-", color=colour, label=task)
+    left.set(xlabel="slices (256²)", ylabel="seconds", title="time")
+    right.set(xlabel="slices (256²)", ylabel="peak resident MB", title="memory")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def gpu_section(data: dict[str, Any] | None, machine_line: Any) -> list[str]:
+    lines = ["## GPU", ""]
+    if not data or data.get("smoke"):
+        return [*lines, "No GPU was lent to the sessions that measured these figures, so there are no GPU figures "
+                "yet. `benchmarks/bench_gpu.py` measures them in one run on a CUDA machine (whole-volume "
+                "prediction with LiteMedSAM and SAM ViT-B at 1024², ViT-B encoder+decoder LoRA train steps with bf16 "
+                "autocast, gradient checkpointing off and on, batch 1 and 4).", ""]  # fmt: skip
+    lines += [f"`benchmarks/bench_gpu.py`. Machine: {machine_line(data['machine'])}.", "",
+              "| prediction, 88 slices | seconds | per slice | peak GPU MB |", "|---|---|---|---|"]  # fmt: skip
+    for key, row in data["prediction"].items():
+        lines.append(f"| {key} | {row['s']:.2f} | {row['s_per_slice']:.3f} | {row['peak_mb'] or 0:.0f} |")
+    lines += ["", "| ViT-B 1024² encoder+decoder LoRA train step | seconds | peak GPU MB |", "|---|---|---|"]
+    for key, row in data.get("training", {}).items():
+        lines.append(f"| {key} | {row['step_s']:.3f} | {row['peak_mb'] or 0:.0f} |")
+    return [*lines, ""]
