@@ -38,15 +38,13 @@ def phantom():
     return make_phantom(shape=(5, 40, 48), spacing=(0.8, 1.1, 2.5), seed=3)
 
 
-def _counting(model, monkeypatch) -> dict[str, int]:
+def _counting(model, request) -> dict[str, int]:
+    """Slices the image encoder processes from now on (a forward hook, removed after the test)."""
     calls = {"slices": 0}
-    original = model.encode
-
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        calls["slices"] += images.shape[0]
-        return original(images)
-
-    monkeypatch.setattr(model, "encode", encode)
+    hook = model.image_encoder.register_forward_hook(
+        lambda _module, inputs, _output: calls.__setitem__("slices", calls["slices"] + inputs[0].shape[0])
+    )
+    request.addfinalizer(hook.remove)
     return calls
 
 
@@ -87,11 +85,11 @@ def test_keys_change_with_a_voxel_the_slicing_and_the_encoder(model, phantom):
     assert key(encoder_fingerprint(other), inputs["base"][0]) != base[0]
 
 
-def test_prediction_reuses_stored_embeddings_and_recomputes_a_changed_voxel(model, phantom, tmp_path, monkeypatch):
+def test_prediction_reuses_stored_embeddings_and_recomputes_a_changed_voxel(model, phantom, tmp_path, request):
     image, _ = phantom
     store = EmbeddingStore(tmp_path, max_bytes=1 << 30)
     config = PredictConfig(slices=SliceConfig(axis="k"), presence_threshold=0.0)
-    calls = _counting(model, monkeypatch)
+    calls = _counting(model, request)
     cold = predict_volume(model, image, config, store=store)
     assert calls["slices"] == image.shape[0]
     warm = predict_volume(model, image, config, store=store)
@@ -108,12 +106,12 @@ def test_prediction_reuses_stored_embeddings_and_recomputes_a_changed_voxel(mode
     assert np.array_equal(again.array, fresh.array)
 
 
-def test_the_session_and_the_training_cache_share_the_store(model, phantom, tmp_path, monkeypatch):
+def test_the_session_and_the_training_cache_share_the_store(model, phantom, tmp_path, request):
     image, label = phantom
     store = EmbeddingStore(tmp_path, max_bytes=1 << 30)
     config = PredictConfig(slices=SliceConfig(axis="k"), presence_threshold=0.0)
     predict_volume(model, image, config, store=store)
-    calls = _counting(model, monkeypatch)
+    calls = _counting(model, request)
     session = PredictorSession(model, image, axis="k", store=store, runtime="torch")
     session.embedding(1)
     session.embedding(3)
