@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samtune.data.formats import IMAGE_SUFFIXES, case_name
+from samtune.data.formats import READ_SUFFIXES, case_name
 from samtune.data.image_io import read_label
 from samtune.errors import ConfigurationError, DataError
 from samtune.metrics import dice, hausdorff_95, normalized_surface_dice
@@ -44,11 +44,21 @@ def pair_files(predictions: list[Path], references: list[Path]) -> list[tuple[st
     if problems:
         raise DataError("Cannot evaluate:\n  " + "\n  ".join(problems))
     if len(predictions) == 1 and len(references) == 1 and predictions[0].is_dir() and references[0].is_dir():
+        from samtune.train.manifest import LABEL_NAME_SUFFIXES
 
         def listing(folder: Path) -> dict[str, Path]:
-            return {case_name(p): p for p in sorted(folder.iterdir()) if p.name.lower().endswith(IMAGE_SUFFIXES)}
+            return {case_name(p): p for p in sorted(folder.iterdir()) if p.name.lower().endswith(READ_SUFFIXES)}
 
-        found, wanted = listing(predictions[0]), listing(references[0])
+        def case_of(reference: str) -> str:  # 'lesion0_mask' is the reference of the prediction 'lesion0'
+            stems = [reference[: -len(s)] for s in LABEL_NAME_SUFFIXES if s and reference.endswith(s)]
+            return next((stem for stem in stems if stem in found), reference)
+
+        found = listing(predictions[0])
+        wanted = {case_of(name): path for name, path in listing(references[0]).items()}
+        if not wanted:
+            raise DataError(
+                f"No label map or mask picture in '{references[0]}' (looked for {', '.join(READ_SUFFIXES)})."
+            )
         missing = sorted(set(wanted) - set(found))
         if missing:
             raise DataError(

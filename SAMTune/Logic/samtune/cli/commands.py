@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from samtune.cli.options import options_to_dict
-from samtune.cli.terminal import TerminalEvents, ending_events
+from samtune.cli.terminal import TerminalEvents, ending_events, summary_line
 from samtune.errors import EXIT_CODES, ConfigurationError, OutputError, SAMTuneError
 from samtune.worker.jobs import PredictJob
 
@@ -65,12 +65,17 @@ def predict(args: argparse.Namespace) -> int:
 
         def emit(event: dict[str, object]) -> None:
             if not args.events and event["event"] == "started":
-                print(f"Segmenting {job.image} with {job.model} on {event['device']} ({event['mode']} mode)",
+                what = f"{event['pictures']} pictures in {job.image}" if "pictures" in event else job.image
+                print(f"Segmenting {what} with {job.model} on {event['device']} ({event['mode']} mode)",
                       file=sys.stderr)  # fmt: skip
             elif not args.events and event["event"] == "finished":
                 events.bar.__exit__()
-                print(f"Wrote {job.out} ({event['foreground_voxels']} foreground voxels) in "
-                      f"{float(event['seconds']):.1f} s", file=sys.stderr)  # type: ignore[arg-type]  # fmt: skip
+                seconds = float(event["seconds"])  # type: ignore[arg-type]
+                if "pictures" in event:
+                    print(f"Wrote {event['pictures']} masks to {job.out} in {seconds:.1f} s", file=sys.stderr)
+                else:
+                    print(f"Wrote {job.out} ({event['foreground_voxels']} foreground voxels) in {seconds:.1f} s",
+                          file=sys.stderr)  # fmt: skip
             else:
                 events(event)
 
@@ -119,7 +124,7 @@ def train(args: argparse.Namespace) -> int:
         job = TrainJob(
             manifest=str(args.train_manifest.resolve()), run_dir=str(run_dir.resolve()), preset=args.preset,
             overrides=overrides, structure=args.structure, model_dir=str(args.out.resolve()),
-            weights=str(args.weights.resolve()) if args.weights else None,
+            weights=str(args.weights.resolve()) if args.weights else None, tiny=args.dry_run,
         )  # fmt: skip
     stop = StopFlag()
     stop.install()
@@ -128,12 +133,14 @@ def train(args: argparse.Namespace) -> int:
         def emit(event: dict[str, object]) -> None:
             if args.events:
                 events(event)
+                if event["event"] == "finished":  # the summary line in every mode; stdout stays JSON
+                    print(summary_line(event), file=sys.stderr)
             elif event["event"] == "started":
-                print(f"Training {job.preset or 'custom'} ({event['backbone']}, {event['method']}) into "
-                      f"{event['run_dir']}", file=sys.stderr)  # fmt: skip
+                if not args.quiet:
+                    print(f"Training {job.preset or 'custom'} ({event['backbone']}, {event['method']}) into "
+                          f"{event['run_dir']}", file=sys.stderr)  # fmt: skip
             elif event["event"] == "finished":
-                print(f"\nWrote model {event['model']} (best epoch {event['best_epoch']}: {event['metrics']})",
-                      file=sys.stderr)  # fmt: skip
+                events.say(summary_line(event))
             else:
                 events(event)
 

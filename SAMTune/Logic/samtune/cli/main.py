@@ -23,7 +23,9 @@ from samtune.worker.jobs import PredictJob
 
 
 def _add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no per-epoch lines: warnings and the final line only"
+    )
     parser.add_argument("--events", action="store_true", help="write JSON events on stdout (the worker protocol)")
 
 
@@ -79,6 +81,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="override the preset's device: auto, cpu, cuda, cuda:N, mps (with --resume: continue on this device)",
     )
     t.add_argument("--seed", type=int, help="override the random seed")
+    t.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the manifest, the settings and the output folders in seconds: trains a tiny random model "
+        "of the backbone's architecture (useless for segmenting) and writes every file a real run writes",
+    )
     _add_output_flags(t)
     t.set_defaults(func=commands.train)
 

@@ -49,9 +49,30 @@ class ProgressBar:
         self.stream.flush()
 
 
+def epoch_line(metrics: dict[str, Any], epochs: int | None = None) -> str:
+    """One epoch's metrics in words: ``epoch 3/20  loss 0.4121  validation Dice 0.8420  (12.3 s)``."""
+    parts = [f"epoch {metrics['epoch']}" + (f"/{epochs}" if epochs else "")]
+    if "loss" in metrics:
+        parts.append(f"loss {float(metrics['loss']):.4f}")
+    if "val_dice" in metrics:
+        parts.append(f"validation Dice {float(metrics['val_dice']):.4f}")
+    if "seconds" in metrics:
+        parts.append(f"({float(metrics['seconds']):.1f} s)")
+    return "  ".join(parts)
+
+
+def summary_line(finished: dict[str, Any]) -> str:
+    """The line every ``samtune train`` ends with: the model folder, its epoch, its validation Dice, the time."""
+    metrics = finished.get("metrics") or {}
+    score = f", validation Dice {float(metrics['val_dice']):.4f}" if "val_dice" in metrics else " (no validation data)"
+    minutes = float(finished.get("seconds", 0.0)) / 60
+    return f"Wrote model {finished['model']}: best epoch {finished['best_epoch']}{score}, trained in {minutes:.1f} min"
+
+
 class TerminalEvents:
-    """Shows job events on a terminal (progress bar, metrics and messages on stderr), or with
-    ``--events`` writes them as protocol lines on stdout, as the worker does."""
+    """Shows job events on a terminal (progress bar, one line per epoch and messages on stderr), or with
+    ``--events`` writes them as protocol lines on stdout, as the worker does. ``quiet`` shows no bar,
+    no epoch lines and no information messages: only warnings (and the caller's final line)."""
 
     def __init__(self, label: str, *, quiet: bool, json_events: bool) -> None:
         self.json = None
@@ -59,6 +80,8 @@ class TerminalEvents:
             from samtune.worker.events import EventWriter
 
             self.json = EventWriter(sys.stdout)
+        self.quiet = quiet
+        self.epochs: int | None = None
         self.bar = ProgressBar(label, enabled=not quiet and not json_events)
 
     def __enter__(self) -> TerminalEvents:
@@ -74,12 +97,17 @@ class TerminalEvents:
             return
         kind = event["event"]
         if kind == "progress":
+            if "epochs" in event:
+                self.epochs = int(event["epochs"])  # type: ignore[call-overload]
             self.bar.update(int(event["step"]), int(event["total"]), str(event.get("stage", "")))  # type: ignore[call-overload]
-        elif kind == "metrics":
-            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in event.items() if k != "event"}
-            print(f"\n{shown}" if self.bar.enabled else shown, file=sys.stderr)
-        elif kind == "log":
-            print(("\n" if self.bar.enabled else "") + str(event["message"]), file=sys.stderr)
+        elif kind == "metrics" and not self.quiet:
+            self.say(epoch_line(event, self.epochs))
+        elif kind == "log" and (not self.quiet or event.get("level") in ("warning", "error")):
+            self.say(str(event["message"]))
+
+    def say(self, text: str) -> None:
+        """A line on stderr, below the progress bar when one is drawn."""
+        print(("\n" if self.bar.enabled and self.bar.last[1] else "") + text, file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
         structure_masks,
         validate_structures,
     )
-    from samtune.data.phantom import make_phantom, write_phantom_cases
+    from samtune.data.phantom import make_phantom, make_picture_phantom, write_phantom_cases, write_picture_cases
     from samtune.data.pipeline import SliceGrid, prepare_slices, slice_grid, three_channels
     from samtune.data.slicing import (
         SliceAxis,

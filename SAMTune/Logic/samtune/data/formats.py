@@ -13,11 +13,26 @@ from samtune.errors import OutputError
 #: Volume formats read through SimpleITK.
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd", ".mha", ".mhd")
 #: 2D picture formats, read as single-slice volumes.
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: Formats a label or volume can be written in.
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha")
+#: Lossless picture formats a single-slice mask can be written in (JPEG is lossy: masks of JPEG pictures are PNG).
+MASK_PICTURE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 #: Label-map formats ``predict`` writes (MetaImage ``.mhd`` is two files and cannot be written atomically).
-OUTPUT_SUFFIXES = WRITE_SUFFIXES
+OUTPUT_SUFFIXES = WRITE_SUFFIXES + MASK_PICTURE_SUFFIXES
+#: Everything SAMTune reads as an image or a label map, volumes and pictures.
+READ_SUFFIXES = IMAGE_SUFFIXES + PICTURE_SUFFIXES
+
+
+def is_picture(path: str | Path) -> bool:
+    """True when ``path`` names a 2D picture (PNG, JPEG, BMP, TIFF) by its suffix."""
+    return str(path).lower().endswith(PICTURE_SUFFIXES)
+
+
+def mask_name_for(picture: str | Path) -> str:
+    """The file name of the mask written for ``picture``: its own name, as PNG when its format is lossy."""
+    path = Path(picture)
+    return path.name if path.name.lower().endswith(MASK_PICTURE_SUFFIXES) else path.stem + ".png"
 
 
 def case_name(path: Path) -> str:

@@ -143,3 +143,71 @@ def write_phantom_cases(
     path = folder / "manifest.json"
     path.write_text(json.dumps({"cases": cases}), encoding="utf-8")
     return path
+
+
+def make_picture_phantom(
+    *, size: tuple[int, int] = (140, 192), seed: int = 0, lesion: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """A dermoscopy-like RGB picture and its 0/255 mask: skin-toned background with texture and uneven
+    lighting, one irregular dark lesion at a random place and size (none when ``lesion`` is false).
+
+    Args:
+        size: ``(height, width)`` in pixels.
+        seed: The same seed always gives the same picture.
+
+    Returns:
+        ``(picture, mask)``: ``uint8`` arrays of shape ``(H, W, 3)`` and ``(H, W)``.
+    """
+    height, width = size
+    if min(height, width) < 16:
+        raise ConfigurationError(f"A picture phantom needs at least 16 x 16 pixels, got {height} x {width}.")
+    rng = np.random.default_rng(seed)
+    texture = _smooth_noise(rng, (1, height, width), max(4, min(size) // 24))[0]
+    light = _smooth_noise(rng, (1, height, width), max(8, min(size) // 2))[0]
+    j, i = np.mgrid[0:height, 0:width].astype(np.float64)
+    mask = np.zeros(size, dtype=bool)
+    if lesion:
+        radius = rng.uniform(0.15, 0.3) * min(size)
+        cj = rng.uniform(radius, height - radius)
+        ci = rng.uniform(radius, width - radius)
+        angle = np.arctan2(j - cj, i - ci)
+        wobble = sum(rng.uniform(0.04, 0.12) * np.cos(n * angle + rng.uniform(0, 2 * np.pi)) for n in (2, 3, 5))
+        stretch = rng.uniform(0.7, 1.0)
+        distance = np.hypot((j - cj) / stretch, i - ci)
+        mask = distance <= radius * (1.0 + wobble)
+    skin = np.array([rng.uniform(200, 235), rng.uniform(150, 185), rng.uniform(130, 160)])
+    spot = np.array([rng.uniform(90, 130), rng.uniform(55, 80), rng.uniform(40, 65)])
+    inside = _blur(mask.astype(np.float64)[None], passes=2)[0]  # a soft edge
+    colour = (1 - inside)[..., None] * skin + inside[..., None] * spot
+    colour = colour * (1.0 + 0.12 * light)[..., None] + 10.0 * texture[..., None]
+    colour += rng.normal(0.0, 4.0, size=colour.shape)
+    return np.clip(colour, 0, 255).astype(np.uint8), (mask * 255).astype(np.uint8)
+
+
+def write_picture_cases(
+    images: str | Path,
+    masks: str | Path,
+    n: int = 8,
+    *,
+    size: tuple[int, int] = (140, 192),
+    first_seed: int = 0,
+    image_format: str = "jpg",
+    mask_suffix: str = "_mask.png",
+) -> list[str]:
+    """Write ``n`` picture phantoms (``lesion<seed>.<image_format>``) and their 0/255 masks
+    (``lesion<seed><mask_suffix>``) into two folders, as a 2D dataset ships; every fourth has no lesion.
+
+    Returns:
+        The case names.
+    """
+    from PIL import Image
+
+    images, masks = Path(images), Path(masks)
+    names = []
+    for seed in range(first_seed, first_seed + n):
+        picture, mask = make_picture_phantom(size=size, seed=seed, lesion=seed % 4 != 3)
+        name = f"lesion{seed}"
+        Image.fromarray(picture).save(images / f"{name}.{image_format}", quality=95)
+        Image.fromarray(mask).save(masks / f"{name}{mask_suffix}")
+        names.append(name)
+    return names

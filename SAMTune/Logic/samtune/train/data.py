@@ -100,7 +100,7 @@ def build_samples(
     grids: dict[str, object] = {}
     for n, case in enumerate(cases):
         structure_mask = case.label.array == int(case.value)
-        if not structure_mask.any():
+        if not structure_mask.any() and not case.fully_labelled:  # a fully labelled case without it: a negative
             validate_structures(
                 case.label.array, {case.structure: case.value}, source=f"label of case '{case.case_id}'"
             )

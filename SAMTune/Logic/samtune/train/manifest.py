@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samtune.data.formats import IMAGE_SUFFIXES, case_name
+from samtune.data.formats import READ_SUFFIXES, case_name, is_picture
 from samtune.errors import DataError, SAMTuneError
 
 if TYPE_CHECKING:  # reading images needs SimpleITK and training cases need torch; listing files needs neither
@@ -123,10 +123,14 @@ def build_manifest(
     """A manifest pairing every image in ``images`` with its label in ``labels`` by file name.
 
     A label matches an image when its name is the image's name, optionally followed by one of
-    :data:`LABEL_NAME_SUFFIXES` (any image format on either side).
+    :data:`LABEL_NAME_SUFFIXES` (any image or picture format on either side). Without
+    ``structures``, a case whose label is a mask picture gets the one non-zero value its mask holds
+    (255 for 0/255 masks, 1 for 0/1 and 1-bit masks; see :func:`picture_mask_values`), and is fully
+    labelled: the mask is the ground truth of the picture, so an empty mask is a true negative.
 
     Raises:
-        DataError: A missing folder, an image without a label, a label without an image (all listed).
+        DataError: A missing folder, an image without a label, a label without an image, a mask
+            picture with several non-zero values and no ``structures`` (all listed).
     """
     images, labels = Path(images).expanduser(), Path(labels).expanduser()
     problems = [f"folder '{f}' does not exist" for f in (images, labels) if not f.is_dir()]
@@ -134,7 +138,7 @@ def build_manifest(
         raise DataError("Cannot build a manifest:\n  " + "\n  ".join(problems))
 
     def files(folder: Path) -> dict[str, Path]:
-        return {case_name(p): p for p in sorted(folder.iterdir()) if p.name.lower().endswith(IMAGE_SUFFIXES)}
+        return {case_name(p): p for p in sorted(folder.iterdir()) if p.name.lower().endswith(READ_SUFFIXES)}
 
     image_files, label_files = files(images), files(labels)
     cases, used = [], set()
@@ -144,16 +148,48 @@ def build_manifest(
             problems.append(f"image '{image.name}' has no label in '{labels}'")
             continue
         used.add(match)
+        case_structures = dict(structures or {"structure": 1})
+        picture = is_picture(match)  # a mask picture labels its one slice: the case is fully labelled
+        if structures is None and picture:
+            try:
+                case_structures = _picture_structures(match)
+            except DataError as error:
+                problems.append(str(error))
         cases.append({
             "id": name, "image": str(image.resolve()), "label": str(match.resolve()),
-            "structures": dict(structures or {"structure": 1}), "fully_labelled": fully_labelled,
+            "structures": case_structures, "fully_labelled": fully_labelled or picture,
         })  # fmt: skip
     problems += [f"label '{p.name}' has no image in '{images}'" for p in label_files.values() if p not in used]
     if not image_files:
-        problems.append(f"no image file in '{images}' (looked for {', '.join(IMAGE_SUFFIXES)})")
+        problems.append(f"no image file in '{images}' (looked for {', '.join(READ_SUFFIXES)})")
     if problems:
         raise DataError(f"Cannot build a manifest ({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
     return {"cases": cases}
+
+
+def picture_mask_values(path: str | Path) -> list[int]:
+    """The non-zero values of a mask picture, as :func:`samtune.data.image_io.read_label` reads it."""
+    import numpy as np
+
+    from samtune.data.image_io import read_label
+
+    return [int(v) for v in np.unique(read_label(path).array) if v != 0]
+
+
+def _picture_structures(mask: Path) -> dict[str, int]:
+    """``{"structure": value}`` for a mask picture with one non-zero value (an empty mask: 255, the usual
+    picture convention; its value does not matter, it has no foreground)."""
+    try:
+        values = picture_mask_values(mask)
+    except SAMTuneError as error:
+        raise DataError(f"label '{mask.name}': {error}") from error
+    if len(values) > 1:
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise DataError(
+            f"label '{mask.name}' holds several values ({shown}): say which value is which structure with "
+            "--structure NAME=VALUE (repeatable), e.g. --structure lesion=255."
+        )
+    return {"structure": values[0] if values else 255}
 
 
 def label_file_for(image: str | Path) -> Path | None:
@@ -166,7 +202,7 @@ def label_file_for(image: str | Path) -> Path | None:
     name = case_name(image)
     siblings: dict[str, Path] = {}
     for p in sorted(image.parent.iterdir()):
-        if p != image and p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES):
+        if p != image and p.is_file() and p.name.lower().endswith(READ_SUFFIXES):
             # a same-named file counts only as a Slicer segmentation (heart.seg.nrrd beside heart.nrrd)
             key = case_name(p) + (".seg" if p.name.lower().endswith(".seg.nrrd") else "")
             siblings[key] = p
@@ -175,8 +211,11 @@ def label_file_for(image: str | Path) -> Path | None:
 
 def validate_manifest(path: str | Path) -> list[str]:
     """Every problem of a manifest: its structure, missing files, unreadable images and labels,
-    label grids that differ from their image's, structures whose value is absent. Empty when fine.
+    label grids that differ from their image's, structures whose value is absent (an empty mask
+    picture is a negative example, not a problem). Empty when fine.
     """
+    import numpy as np
+
     from samtune.data.image_io import read_label, read_volume
 
     try:
@@ -192,9 +231,17 @@ def validate_manifest(path: str | Path) -> list[str]:
         except SAMTuneError as error:
             problems.append(f"case {entry.get('id')}: {error}")
             continue
+        present = None
+        if is_picture(entry["label"]) and not label.array.any():
+            continue  # an empty mask picture shows no structure: a negative example, not a mistake
         for name, value in entry["structures"].items():
             if not (label.array == int(value)).any():
-                problems.append(f"case {entry.get('id')}: structure '{name}' (value {value}) is not in the label map")
+                if present is None:
+                    present = [int(v) for v in np.unique(label.array) if v != 0]
+                held = f"it holds {', '.join(map(str, present[:8]))}" if present else "it is empty"
+                problems.append(
+                    f"case {entry.get('id')}: structure '{name}' (value {value}) is not in the label map ({held})"
+                )
     return problems
 
 

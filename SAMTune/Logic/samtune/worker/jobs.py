@@ -71,8 +71,14 @@ class PredictJob:
     The fields (nested ones included) are ``samtune predict``'s options (``docs/cli.md``).
     """
 
-    image: str = option(help="input image: NIfTI, NRRD, MHA, a DICOM folder, PNG/JPEG/BMP", required=True)
-    out: str = option(help=f"output label map ({', '.join(OUTPUT_SUFFIXES)}); its folder must exist", required=True)
+    image: str = option(
+        help="input image: NIfTI, NRRD, MHA, a DICOM folder, PNG/JPEG/BMP/TIFF, or a folder of pictures", required=True
+    )
+    out: str = option(
+        help=f"output label map ({', '.join(OUTPUT_SUFFIXES)}; its folder must exist), or for a folder of pictures "
+        "the folder for their masks (same names, PNG for JPEG; 0/255)",
+        required=True,
+    )
     model: str = option("litemedsam", help="backbone name (see `samtune models`) or a trained model folder")
     weights: str | None = option(None, help="weights file for the backbone (overrides the bundled/cached one)")
     device: str = option("auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")

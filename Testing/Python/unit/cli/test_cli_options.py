@@ -47,7 +47,7 @@ def test_predict_into_missing_folder_fails_before_any_work(tmp_path: Path, capsy
 
 
 def test_predict_rejects_unsupported_output_suffix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["predict", "--image", "x.nii.gz", "--out", str(tmp_path / "seg.png")])
+    code = main(["predict", "--image", "x.nii.gz", "--out", str(tmp_path / "seg.jpg")])  # JPEG is lossy
     assert code == EXIT_CODES["output"]
     assert ".seg.nrrd" in capsys.readouterr().err
 

@@ -140,7 +140,7 @@ def test_writing_into_a_missing_folder_leaves_nothing(oblique_label: Volume, tmp
         write_label(oblique_label, target)
     assert not target.parent.exists()
     with pytest.raises(OutputError, match="unsupported file type"):
-        write_label(oblique_label, tmp_path / "label.png")
+        write_label(oblique_label, tmp_path / "label.jpg")
     assert list(tmp_path.iterdir()) == []
 
 
