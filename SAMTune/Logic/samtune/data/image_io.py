@@ -15,13 +15,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from samtune.atomic import as_if_created
 from samtune.data.formats import IMAGE_SUFFIXES, MASK_PICTURE_SUFFIXES, PICTURE_SUFFIXES, WRITE_SUFFIXES, is_picture
+from samtune.data.pictures import mask_picture_writer, read_picture, read_picture_label
 from samtune.data.volume import Geometry, Volume, require_integer_labels
 from samtune.errors import DataError, LabelError, OutputError, UnsupportedImageError
 
@@ -102,70 +102,6 @@ def _warn_uneven_slices(reader: sitk.ImageSeriesReader, count: int, folder: Path
         )  # fmt: skip
 
 
-def _open_picture(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        picture = Image.open(path)
-        picture.load()
-    except (OSError, UnidentifiedImageError) as error:
-        raise UnsupportedImageError(f"Cannot read picture '{path}': {error}. Check that the file is intact.") from error
-    frames = int(getattr(picture, "n_frames", 1))
-    if frames > 1:
-        picture.close()
-        raise UnsupportedImageError(
-            f"'{path}' holds {frames} pages (a stack); SAMTune reads single pictures. Save one picture per file, "
-            "or save the stack as a volume (NIfTI, NRRD)."
-        )
-    return picture
-
-
-def _read_picture(path: Path) -> Volume:
-    with _open_picture(path) as picture:
-        mode = picture.mode
-        if mode in ("RGBA", "P", "PA", "LA", "CMYK", "YCbCr", "LAB", "HSV"):
-            array = np.asarray(picture.convert("RGB"))
-        elif mode.startswith("I;16"):  # 16-bit grey, any byte order
-            array = np.asarray(picture).astype(np.uint16)
-        elif mode not in ("L", "RGB", "I", "F"):
-            array = np.asarray(picture.convert("L"))
-        else:
-            array = np.asarray(picture)
-    return Volume.from_2d(array)
-
-
-def _read_picture_label(path: Path) -> Volume:
-    """A mask picture as label values: 1-bit -> 0/1, palette -> its indices, grey as stored, a colour
-    picture whose three channels agree -> its grey; a lossy JPEG mask is thresholded at half its range.
-
-    Raises:
-        LabelError: A colour mask whose channels differ (several colours cannot be told apart as values).
-    """
-    with _open_picture(path) as picture:
-        mode = picture.mode
-        if mode == "1":
-            array = np.asarray(picture, dtype=np.uint8)
-        elif mode in ("P", "L", "I", "F") or mode.startswith("I;16"):
-            array = np.asarray(picture)
-        else:
-            rgb = np.asarray(picture.convert("RGB"))
-            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-                colours = len(np.unique(rgb.reshape(-1, 3), axis=0))
-                raise LabelError(
-                    f"Mask '{path}' is a colour picture with {colours} colours; a mask holds one value per pixel. "
-                    "Save masks as grey (0/255 or 0/1) or palette pictures."
-                )
-            array = rgb[..., 0]
-    if path.name.lower().endswith((".jpg", ".jpeg")) and array.size and len(np.unique(array)) > 2:
-        top = int(array.max())
-        logger.warning(
-            "Mask '%s' is a JPEG, whose compression blurs values (%d different ones): thresholded at %d into 0/%d. "
-            "Save masks as PNG to keep them exact.", path, len(np.unique(array)), (top + 1) // 2, top,
-        )  # fmt: skip
-        array = np.where(array >= (top + 1) // 2, top, 0).astype(np.uint8)
-    return Volume.from_2d(array)
-
-
 def _read_segmentation_layers(image: sitk.Image, path: Path) -> tuple[np.ndarray, dict[str, int]]:
     """Label map and ``{name: value}`` from a Slicer ``.seg.nrrd`` (one or several layers)."""
     keys = set(image.GetMetaDataKeys())
@@ -214,7 +150,7 @@ def read_volume(path: str | Path) -> Volume:
         raise DataError(f"Image '{path}' does not exist. Check the path.")
     suffix = _suffix(path)
     if suffix in PICTURE_SUFFIXES:
-        return _read_picture(path)
+        return read_picture(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -243,14 +179,14 @@ def read_label(path: str | Path, *, reference: Volume | None = None) -> Volume:
     """Read a label map (integer values, 0 = background) and check it against ``reference``.
 
     Mask pictures (PNG, BMP, TIFF, JPEG) may be 1-bit, grey, palette or grey saved as RGB; see
-    :func:`_read_picture_label`.
+    :func:`samtune.data.pictures.read_picture_label`.
 
     Raises:
         LabelError: Non-integer or negative values.
         GeometryMismatchError: Grid or geometry differs from ``reference``.
     """
     path = Path(path).expanduser()
-    volume = _read_picture_label(path) if is_picture(path) and path.is_file() else read_volume(path)
+    volume = read_picture_label(path) if is_picture(path) and path.is_file() else read_volume(path)
     if volume.is_vector:
         raise LabelError(f"'{path}' is a colour image, not a label map (expected one integer per voxel).")
     labels = require_integer_labels(volume.array, source=f"label map '{path}'")
@@ -360,30 +296,6 @@ def _write_sitk(image: sitk.Image) -> Callable[[str], None]:
     return write
 
 
-def _write_mask_picture(array: np.ndarray, path: Path, suffix: str) -> Callable[[str], None]:
-    """A writer of a one-slice label array as a grey picture (8-bit, or 16-bit PNG/TIFF), read back to check."""
-    from PIL import Image
-
-    if array.shape[0] != 1:
-        raise OutputError(
-            f"Cannot write '{path}': a {suffix} picture holds one slice and this label map has {array.shape[0]}. "
-            "Write volumes as .nii.gz, .nrrd, .seg.nrrd or .mha."
-        )
-    top = int(array.max()) if array.size else 0
-    if top > 255 and suffix == ".bmp":
-        raise OutputError(f"Cannot write '{path}': BMP holds values up to 255, the labels go to {top}. Use PNG.")
-    pixels = np.ascontiguousarray(array[0].astype(np.uint8 if top <= 255 else np.uint16))
-    kind = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}[suffix]
-
-    def write(temporary: str) -> None:
-        Image.fromarray(pixels).save(temporary, format=kind)
-        with Image.open(temporary) as back:
-            if not np.array_equal(np.asarray(back).astype(pixels.dtype), pixels):
-                raise OSError(errno.EIO, "the picture written reads back with other pixels (a partial write)")
-
-    return write
-
-
 def write_volume(volume: Volume, path: str | Path) -> Path:
     """Write an image with its geometry (atomic). Returns the path written."""
     path = Path(path).expanduser()
@@ -433,7 +345,7 @@ def write_label(volume: Volume, path: str | Path, *, segment_names: dict[str, in
     suffix = _check_output(path, WRITE_SUFFIXES + MASK_PICTURE_SUFFIXES)
     labels = require_integer_labels(volume.array, source="label map to write")
     if suffix in MASK_PICTURE_SUFFIXES:
-        _atomic_write(path, suffix, _write_mask_picture(labels, path, suffix))
+        _atomic_write(path, suffix, mask_picture_writer(labels, path, suffix))
         return path
     top = int(labels.max()) if labels.size else 0
     dtype = np.uint8 if top < 256 else (np.uint16 if top < 65536 else np.int32)

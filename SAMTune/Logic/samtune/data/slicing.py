@@ -31,7 +31,14 @@ _AXIS_OF = {"k": 0, "j": 1, "i": 2}
 
 
 def default_slice_axis(volume: Volume) -> int:
-    """numpy axis with the largest voxel spacing (the acquisition axis); ties prefer ``k``."""
+    """numpy axis with the largest voxel spacing (the acquisition axis); ties prefer ``k``.
+
+    A grid one voxel thick along an axis (a 2D picture, a single slice) is sliced across that axis,
+    whatever its spacing: a picture of 2 mm pixels is one slice, not a stack of one-pixel rows.
+    """
+    flat = [a for a, n in enumerate(volume.shape) if n == 1]
+    if flat and len(flat) < 3:
+        return flat[0]
     sx, sy, sz = volume.spacing
     by_axis = [sz, sy, sx]
     return int(np.argmax(by_axis))  # argmax returns the first maximum: k before j before i

@@ -154,7 +154,7 @@ class TrainConfig:
         prompt_mode: ``automatic``, ``box`` or ``point``.
         epochs: Passes over the training slices.
         min_steps: At least this many optimiser steps: a few labelled slices make short epochs, so
-            they get more of them (0 = exactly ``epochs``).
+            they get more of them (0 = exactly ``epochs``); early stopping waits for them.
         batch_size: Slices per step.
         lr: Peak learning rate (AdamW).
         weight_decay: AdamW weight decay.

@@ -165,7 +165,8 @@ def fine_tune(
         enable_gradient_checkpointing(model)
     ids = [c.case_id for c in cases]
     if config.val_fraction > 0 and len(ids) >= 2:
-        train_ids, val_ids = split_cases(ids, val_fraction=config.val_fraction, seed=config.seed)
+        positives = [c.case_id for c in cases if (c.label.array == int(c.value)).any()]
+        train_ids, val_ids = split_cases(ids, val_fraction=config.val_fraction, seed=config.seed, positives=positives)
     elif config.val_fraction > 0:
         raise DataError(
             f"A validation split needs at least two labelled cases, got {len(ids)}. Add a case or set "

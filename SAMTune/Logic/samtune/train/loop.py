@@ -117,14 +117,16 @@ def _end_epoch(trainer: Trainer, epoch: int, seconds: float) -> bool:
     result.history.append(metrics)
     trainer.on_event({"event": "metrics", **metrics})
     score = trainer._score(metrics)
-    if score > result.best_metric:
+    if score >= result.best_metric:  # a tie keeps the later, more trained epoch (a validation Dice stuck at 0 or 1)
         result.best_metric, result.best_epoch = score, epoch
         result.best_state = trainable_state(trainer.model)
         state.since_best = 0
     else:
         state.since_best += 1
     state.end_epoch()
-    return bool(trainer.config.patience and state.since_best >= trainer.config.patience)
+    # min_steps is a floor: early stopping waits for it (a few pictures may score alike for many epochs)
+    floor_reached = state.step >= int(trainer.config.min_steps)
+    return bool(trainer.config.patience and state.since_best >= trainer.config.patience and floor_reached)
 
 
 def _stop(trainer: Trainer, checkpoint: Checkpoint | None, epoch: int) -> None:

@@ -15,7 +15,7 @@ from samtune.cli import main
 from samtune.data import write_picture_cases
 
 SETTINGS = ["--set", "epochs=2", "--set", "batch_size=2", "--set", "val_fraction=0.34", "--set", "patience=0",
-            "--set", "device=\"cpu\"", "--dry-run"]  # fmt: skip
+            "--set", "min_steps=0", "--set", "device=\"cpu\"", "--dry-run"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

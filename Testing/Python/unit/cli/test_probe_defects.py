@@ -23,7 +23,7 @@ from samtune.predict.user_prompts import point_prompts_from_ijk
 from samtune.train import TrainingCancelledError
 
 TINY = {"backbone": "sam_vit_b", "device": "cpu", "epochs": 2, "batch_size": 2, "lr": 0.01, "warmup_steps": 1,
-        "val_fraction": 0.34, "augment": {"enabled": False}, "patience": 0}  # fmt: skip
+        "val_fraction": 0.34, "augment": {"enabled": False}, "patience": 0, "min_steps": 0}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

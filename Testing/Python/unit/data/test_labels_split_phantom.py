@@ -88,3 +88,15 @@ def test_ct_phantom_is_in_hounsfield_units_with_two_structures() -> None:
     assert image.array.min() < -900 and set(np.unique(label.array)) == {0, 1, 2}
     with pytest.raises(ConfigurationError, match="modality"):
         make_phantom(modality="pet")
+
+
+def test_validation_keeps_a_case_that_shows_the_structure() -> None:
+    ids = [f"picture{n}" for n in range(8)]
+    positives = ids[:2]  # six lesion-free pictures, two with a lesion
+    for seed in range(20):
+        plain_train, plain_val = split_cases(ids, val_fraction=0.25, seed=seed)
+        train, val = split_cases(ids, val_fraction=0.25, seed=seed, positives=positives)
+        assert len(val) == 2 and set(train) | set(val) == set(ids) and not set(train) & set(val)
+        assert set(val) & set(positives) and set(train) & set(positives)  # each side sees a lesion
+        if set(plain_val) & set(positives) and set(plain_train) & set(positives):
+            assert (train, val) == (plain_train, plain_val)  # unchanged where both sides already had one

@@ -141,3 +141,14 @@ def test_a_768_by_560_rgb_picture_keeps_its_aspect_ratio_in_model_space_and_back
     back = grid.resize.restore_mask(in_model > 0.5)[0]
     assert back.shape == (560, 768)
     assert np.mean(back == (mask > 0)) > 0.995  # the round trip loses only edge pixels
+
+
+def test_a_picture_is_one_slice_whatever_its_pixel_spacing():
+    from samtune.data import Geometry, default_slice_axis
+
+    picture = Volume(np.zeros((1, 40, 60), dtype=np.uint8), Geometry(spacing=(2.0, 2.0, 1.0)))
+    assert default_slice_axis(picture) == 0  # not the i or j axis, although they have the larger spacing
+    sagittal = Volume(np.zeros((30, 40, 1), dtype=np.uint8), Geometry(spacing=(1.0, 0.5, 0.5)))
+    assert default_slice_axis(sagittal) == 2
+    stack = Volume(np.zeros((5, 40, 60), dtype=np.uint8), Geometry(spacing=(2.0, 2.0, 1.0)))
+    assert default_slice_axis(stack) == 1  # a stack keeps the rule of the largest spacing

@@ -219,3 +219,39 @@ def test_errors_name_the_problem(scene, oblique):
     with pytest.raises(ValueError, match="has no segment 'nope'"):
         segments.segmentMask(segmentation, "nope", node)
     assert isinstance(geometry.volumeToCore(node), Volume)
+
+
+def test_a_picture_loaded_as_a_vector_volume_segments_trains_and_exports_as_a_picture(scene, tmp_path):
+    """A 768 x 560 RGB photograph as Slicer loads a PNG (a one-slice vector volume, LPS -> RAS flips, 2 mm
+    pixels): the axial view cuts its only slice, a click maps into it, a prompted mask writes back into
+    that slice, and the painted picture exports as a valid single-slice training case."""
+    from samtune.data import make_picture_phantom
+    from samtune.models import build_tiny_model
+    from samtune.predict.session import PredictorSession
+
+    picture, lesion = make_picture_phantom(size=(560, 768), seed=3)
+    node = add_volume(scene, picture[None], np.diag([-2.0, -2.0, 1.0, 1.0]), name="photo", vector=True)
+    volume = geometry.volumeToCore(node)
+    assert volume.is_vector and volume.shape == (1, 560, 768)
+    axial = np.eye(4)  # the Red view's SliceToRAS: normal along S
+    assert geometry.sliceAxisOfView(node, axial) == 0
+    rows, cols = np.nonzero(lesion)
+    centre = (float(cols.mean()), float(rows.mean()), 0.0)
+    ras = geometry.ijkToRas(node, centre)
+    assert geometry.sliceIndexAt(node, ras, 0) == 0
+    np.testing.assert_allclose(geometry.rasToIjk(node, ras), centre, atol=1e-6)
+    session = PredictorSession(build_tiny_model("litemedsam", seed=0), volume, store=False)
+    assert session.axis == 0  # a picture is one slice whatever its pixel spacing
+    box = (cols.min(), rows.min(), 0, cols.max(), rows.max(), 0)
+    index, mask = session.predict_ijk(box=box)
+    assert index == 0 and mask.shape == (560, 768)
+    segmentation = add_segmentation(scene, node)
+    sid = segments.writeSlicesToSegment({0: mask}, 0, segmentation, node, name="lesion")
+    np.testing.assert_array_equal(segments.segmentMask(segmentation, sid, node)[0], mask)
+    painted = segments.writeMaskToSegment(lesion[None] > 0, segmentation, node, name="reference")
+    manifest = training.exportTrainingSet([training.CaseNodes(node, segmentation, [painted], fullyLabelled=True)],
+                                          str(tmp_path / "export"))  # fmt: skip
+    assert validate_manifest(manifest) == []
+    (case,) = cases_from_manifest(manifest)
+    assert case.image.is_vector and case.image.shape == (1, 560, 768)
+    np.testing.assert_array_equal(case.label.array[0] == case.value, lesion > 0)

@@ -154,6 +154,17 @@ def test_min_steps_gives_few_slices_more_epochs() -> None:
     assert len(outcome.result.history) == 5  # ceil(9 / 2) epochs, not 2
 
 
+def test_a_validation_score_that_stays_put_keeps_the_later_epoch_and_does_not_stop_early() -> None:
+    train = _cases(2)  # one case trains (8 slices: 2 steps per epoch), one validates
+    config = _config(finetune={"method": "vanilla"}, epochs=2, val_fraction=0.5, min_steps=12, batch_size=4,
+                     empty_slices="drop", patience=1, lr=1e-12)  # fmt: skip
+    outcome = fine_tune(train, config, model=_tiny())
+    history = outcome.result.history
+    assert len({h["val_dice"] for h in history}) == 1  # lr 1e-12: every epoch scores alike
+    assert len(history) == 6  # ceil(12 / 2) epochs: patience 1 did not stop the run after epoch 2
+    assert outcome.result.best_epoch == 6  # a tie goes to the later epoch, not the untrained first one
+
+
 @pytest.mark.parametrize(
     ("fields", "says"),
     [
