@@ -66,7 +66,18 @@ def median_seconds(fn: Callable[[], object], repeats: int, *, warmup: bool = Tru
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB."""
+    """Peak resident memory of this process so far, in MB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: the high-water mark of this program's own
+    memory. ``getrusage``'s ``ru_maxrss`` survives ``exec``, so a subprocess would report its parent's
+    peak at the time of the fork whenever that was larger (seen in ``bench_scaling.py``).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024.0 if sys.platform != "darwin" else rss / (1024.0 * 1024.0)
 

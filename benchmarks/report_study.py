@@ -261,3 +261,43 @@ def _learning_curve(groups: Any, path: Path, box: list[float], auto: list[float]
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def pictures_section(data: dict[str, Any], machine_line: Any) -> list[str]:
+    """The 2D study (``study_pictures.py``): automatic Dice on held-out pictures from 8 and 32 labelled ones."""
+    lines = [
+        "## 2D study: pictures",
+        "",
+        f"`benchmarks/study_pictures.py` on {data['dataset']}: {data['pictures']} pictures, "
+        f"{data['test_pictures']} held out for testing ({data['test_with_lesion']} with a lesion), never trained on; "
+        f"each training set drawn from the others per seed; preset `{data['preset']}`, checkpoint chosen on a "
+        f"validation split of the training pictures. Machine: {machine_line(data['machine'])}. Dice: test pictures "
+        "with a lesion, mean ± sd over pictures and seeds (sd of the per-seed means in brackets). Training time: "
+        "median over seeds, image embeddings included.",
+        "",
+        "| training data | automatic Dice | lesion-free pictures predicted empty | training time |",
+        "|---|---|---|---|",
+    ]
+    for size, cell in data["cells"].items():
+        spread = f" ({cell['dice_sd_over_seeds']:.3f})" if "dice_sd_over_seeds" in cell else ""
+        empty = f"{cell['lesion_free_predicted_empty']:.0%}" if "lesion_free_predicted_empty" in cell else "–"
+        seeds = len(cell["runs"])
+        lines.append(
+            f"| {size} labelled pictures, {seeds} seeds | {cell['dice_mean']:.3f} ± {cell['dice_sd']:.3f}{spread} "
+            f"| {empty} | {_seconds(cell['train_s_median'])} |"
+        )
+    peer = data["peer_zero_shot_box"]
+    lines += [
+        f"| peer: pretrained LiteMedSAM, the reference's box on every lesion picture | {peer['dice_mean']:.3f} ± "
+        f"{peer['dice_sd']:.3f} | – | none |",
+        "",
+    ]
+    if "phantom" in data["dataset"]:
+        lines += [
+            "No public 2D set with masks could be had on the machine that ran this (only package registries are "
+            "reachable), so these are phantom pictures: they show the path works and how the figures grow with the "
+            "labelled pictures, not what a dermoscopy set would give. Point the script at your own folders with "
+            "`--images DIR --labels DIR`.",
+            "",
+        ]
+    return lines

@@ -47,6 +47,12 @@ BENCHMARKS: dict[str, tuple[str, bool, list[str], list[str]]] = {
         ["--data", "{data}", "--test-cases", "2", "--fp32-volumes", "1", "--cold-search", "1"],
     ),  # fmt: skip
     "scaling": ("bench_scaling.py", False, [], ["--quick"]),
+    "study_pictures": (
+        "study_pictures.py",
+        False,
+        [],
+        ["--phantoms", "36", "--test", "12", "--sizes", "8", "--seeds", "0"],
+    ),
     "study_la_heart": (
         "study_la_heart.py",
         True,
