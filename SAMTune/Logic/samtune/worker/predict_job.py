@@ -41,6 +41,15 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
     from samtune.models.device import resolve_device
     from samtune.models.registry import get_backbone
 
+    trained = Path(job.model).expanduser().is_dir()
+    if not trained and ("/" in job.model or "\\" in job.model or Path(job.model).expanduser().exists()):
+        what = "a file" if Path(job.model).expanduser().exists() else "no such folder"
+        raise ConfigurationError(
+            f"--model '{job.model}' is not a model folder ({what}). "
+            "Give the folder `samtune train --out` wrote, or a backbone name (see `samtune models`)."
+        )
+    if not trained:
+        get_backbone(job.model)  # an unknown name fails before any reading
     pictures = picture_folder(job.image)
     out = Path(job.out).expanduser()
     if pictures:
@@ -48,9 +57,6 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
     else:
         check_output_path(out, inputs=[job.image])
         outputs = [out]
-    trained = Path(job.model).is_dir()
-    if not trained:
-        get_backbone(job.model)  # an unknown name fails before any reading
     device = resolve_device(job.device)
     image = None if pictures else read_volume(job.image)  # a bad image fails before the model loads
     model, name = _load_model(job, trained, device)

@@ -88,3 +88,10 @@ def test_a_folder_of_pictures_is_refused_with_prompts_or_as_its_own_output(datas
     assert "the masks would replace the pictures" in capsys.readouterr().err
     code = main(["predict", "--image", images, "--out", str(dataset / "p2"), "--box", "1", "1", "0", "9", "9", "0"])
     assert code == 2 and "prompts (--box, --point) belong to one picture" in capsys.readouterr().err
+
+
+def test_a_model_path_that_is_not_a_model_folder_says_so(dataset: Path, capsys):
+    code = main(["predict", "--image", str(dataset / "images"), "--out", str(dataset / "p3"),
+                 "--model", str(dataset / "no-such-model")])  # fmt: skip
+    assert code == 2 and "is not a model folder (no such folder)" in capsys.readouterr().err
+    assert not (dataset / "p3").exists()  # nothing made before the model was found
