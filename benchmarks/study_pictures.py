@@ -37,16 +37,12 @@ import torch
 from common import machine, write_results
 
 from samtune.data import read_label, read_volume, write_picture_cases
+from samtune.metrics import dice
 from samtune.models import build_model
 from samtune.predict import PredictConfig, predict_volume
 from samtune.predict.user_prompts import SlicePrompt
 from samtune.train import fine_tune, load_preset
 from samtune.train.manifest import build_manifest, cases_from_entries
-
-
-def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    total = int(prediction.sum() + reference.sum())
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(prediction, reference).sum()) / total
 
 
 def phantom_dataset(folder: Path, n: int) -> tuple[Path, Path]:

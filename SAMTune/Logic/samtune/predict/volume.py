@@ -19,7 +19,13 @@ from samtune.data.slicing import resolve_axis
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
 from samtune.models.embedding_store import EmbeddingStore, StoredEncoder
-from samtune.models.runtime import decoder_runtime, encoder_runtime, stored_runtime_encoder
+from samtune.models.runtime import (
+    DecoderRuntime,
+    EncoderRuntime,
+    decoder_runtime,
+    encoder_runtime,
+    stored_runtime_encoder,
+)
 from samtune.models.sam_model import SamModel
 from samtune.predict.config import PredictConfig
 from samtune.predict.decode import decode_automatic, decode_prompted
@@ -96,6 +102,7 @@ def predict_volume(
     prompts: dict[int, SlicePrompt] | None = None,
     progress: ProgressCallback | None = None,
     store: EmbeddingStore | bool = True,
+    runtimes: tuple[EncoderRuntime, DecoderRuntime] | None = None,
 ) -> Volume:
     """Segment ``volume`` slice by slice and return a label volume on the same grid.
 
@@ -109,6 +116,9 @@ def predict_volume(
         progress: Called as ``progress(done_slices, total_slices, message)`` after each batch.
         store: Where slice embeddings are kept for reuse (:mod:`samtune.models.embedding_store`):
             ``True`` the per-user store (unless ``SAMTUNE_EMBEDDING_STORE_MB=0``), ``False`` none.
+        runtimes: The model's encoder and decoder runtimes, resolved once by a caller that segments
+            many images with one model (resolving costs about 0.25 s: the weights are fingerprinted);
+            default: resolved here from ``config.runtime``.
 
     Returns:
         A ``uint8`` (or ``uint16`` for label values above 255) label volume with ``volume``'s grid
@@ -127,8 +137,14 @@ def predict_volume(
     if prompts is not None and total == 0:
         logger.warning("No prompted slice inside the requested range: the output is empty.")
     normalized = normalize_intensity(volume.array, config.slices.intensity) if total else None
-    encode = stored_runtime_encoder(model, encoder_runtime(model, config.runtime), store) if total else model.encode
-    decoder = decoder_runtime(model, config.runtime) if total and prompts is None else None
+    encoder, decoder = runtimes if runtimes is not None else (None, None)
+    if total:  # resolved here unless the caller did (prompted runs need no decoder runtime)
+        encoder = encoder if encoder is not None else encoder_runtime(model, config.runtime)
+        if prompts is not None:
+            decoder = None
+        elif decoder is None:
+            decoder = decoder_runtime(model, config.runtime)
+    encode = stored_runtime_encoder(model, encoder, store) if encoder is not None else model.encode
     done = 0
 
     def segment(batch: list[int]) -> list[bool]:

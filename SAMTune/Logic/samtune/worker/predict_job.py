@@ -8,6 +8,7 @@ pictures (PNG, JPEG, BMP, TIFF) as ``image`` segments each of them into a folder
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
               "seconds": time.perf_counter() - started})  # fmt: skip
         return out
     from samtune.errors import CancelledError
+    from samtune.models.runtime import decoder_runtime, encoder_runtime
 
+    runtimes = (encoder_runtime(model, job.predict.runtime), decoder_runtime(model, job.predict.runtime))  # once
     n_fg, empty = 0, 0
     for n, (picture, target) in enumerate(zip(pictures, outputs)):
         if should_stop is not None and should_stop():
@@ -78,7 +81,7 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
                 f"Segmentation was cancelled after {n} of {len(pictures)} pictures; their masks are in '{out}', "
                 "the others were not written."
             )
-        found = _segment_file(job, model, read_volume(picture), target, name, None)
+        found = _segment_file(job, model, read_volume(picture), target, name, None, runtimes)
         n_fg += found
         empty += found == 0
         emit({"event": "progress", "stage": "predict", "step": n + 1, "total": len(pictures), "message": picture.name})
@@ -108,7 +111,7 @@ def _mask_paths(job: PredictJob, pictures: list[Path], out: Path) -> list[Path]:
             raise OutputError(f"Cannot create '{out}': the folder '{out.parent}' does not exist. Create it first.")
         out.mkdir()
     targets = [out / mask_name_for(p) for p in pictures]
-    clashes = sorted({t.name for t in targets if sum(u == t for u in targets) > 1})
+    clashes = sorted(name for name, count in Counter(t.name for t in targets).items() if count > 1)
     if clashes:
         raise OutputError(
             f"Pictures {clashes[:3]} would write the same mask (a JPEG and a PNG of one name?). Rename one of them."
@@ -150,6 +153,7 @@ def _segment_file(
     out: Path,
     name: str,
     progress: Callable[[int, int, str], None] | None,
+    runtimes: Any = None,
 ) -> int:
     """Segment one image (a :class:`~samtune.data.volume.Volume`) into ``out``; returns its foreground voxel count."""
     from samtune.data.image_io import write_label
@@ -158,7 +162,7 @@ def _segment_file(
     from samtune.predict.volume import predict_volume
 
     prompts = prompts_from_spec(job.prompts, axis=resolve_axis(image, job.predict.slices.axis), shape=image.shape)
-    label = predict_volume(model, image, job.predict, prompts=prompts, progress=progress)
+    label = predict_volume(model, image, job.predict, prompts=prompts, progress=progress, runtimes=runtimes)
     value = job.predict.label_value
     if is_picture(out) and value == 1:
         label = label.with_array((label.array != 0).astype(label.array.dtype) * PICTURE_FOREGROUND)
