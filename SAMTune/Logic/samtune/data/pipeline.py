@@ -69,6 +69,11 @@ class SliceGrid:
         probabilities = torch.sigmoid(self.resize.restore_logits(logits.float()))
         return (probabilities > threshold).cpu().numpy()
 
+    def mask_to_model(self, mask: np.ndarray) -> torch.Tensor:
+        """An ``(h, w)`` slice mask -> ``(S, S)`` boolean tensor in the model-input frame (resized, padded)."""
+        resized = self.resize.apply_mask(np.asarray(mask, dtype=bool)[None])
+        return self.resize.pad(resized[:, None].float())[0, 0] > 0.5
+
     def masks_to_volume(self, masks: np.ndarray, indices: Sequence[int], reference: Volume) -> Volume:
         """Place ``(B, h, w)`` slice masks at ``indices`` into an empty uint8 volume like ``reference``."""
         out = np.zeros(self.volume_shape, dtype=np.uint8)

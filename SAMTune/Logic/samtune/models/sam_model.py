@@ -15,6 +15,9 @@ from torch import nn
 
 from samtune.models.registry import BackboneFamily, PixelNorm
 
+#: Probability a binary mask prompt gives its outside (and one minus it, its inside).
+MASK_PROMPT_EPS = 1e-3
+
 
 class SamModel(nn.Module):
     """Image encoder + prompt encoder + mask decoder, with batch-correct decoding.
@@ -81,18 +84,21 @@ class SamModel(nn.Module):
         boxes: torch.Tensor | None = None,
         points: tuple[torch.Tensor, torch.Tensor] | None = None,
         dense_prompt: torch.Tensor | None = None,
+        mask_prompt: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sparse ``BxNxC`` and dense ``BxCxHexWe`` prompt embeddings for ``batch_size`` items.
 
         With no box and no point the sparse embedding is empty (``Bx0xC``) and the dense one is the
         learned ``no_mask_embed`` (automatic mode), or the model's :attr:`learned_prompt` when it has
-        one; ``dense_prompt`` replaces the dense embedding.
+        one; ``mask_prompt`` (``Bx1xHmxWm`` logits, see :meth:`mask_input`) goes through SAM's mask
+        downscaling instead; ``dense_prompt`` replaces the dense embedding.
         """
-        if boxes is None and points is None and dense_prompt is None and self.learned_prompt is not None:
+        nothing = boxes is None and points is None and mask_prompt is None and dense_prompt is None
+        if nothing and self.learned_prompt is not None:
             return self.learned_prompt(batch_size)  # type: ignore[no-any-return]
         if boxes is not None and boxes.ndim == 2:
             boxes = boxes[:, None, :]
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=None)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_prompt)
         if sparse.shape[0] != batch_size:
             sparse = sparse.expand(batch_size, -1, -1)
         if dense_prompt is not None:
@@ -108,6 +114,7 @@ class SamModel(nn.Module):
         boxes: torch.Tensor | None = None,
         points: tuple[torch.Tensor, torch.Tensor] | None = None,
         dense_prompt: torch.Tensor | None = None,
+        mask_prompt: torch.Tensor | None = None,
         multimask_output: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict masks, one prompt set per batch item.
@@ -117,6 +124,8 @@ class SamModel(nn.Module):
             boxes: ``Bx4`` XYXY boxes in model-input pixels, or ``None``.
             points: ``(coords BxNx2, labels BxN)``; label 1 inside, 0 outside, -1 padding.
             dense_prompt: ``BxCxHexWe`` or ``1xCxHexWe`` dense embedding replacing ``no_mask_embed``.
+            mask_prompt: ``Bx1xHmxWm`` mask logits (a previous mask, a lasso's interior; see
+                :meth:`mask_input`), or ``None``.
             multimask_output: Return SAM's three masks instead of one.
 
         Returns:
@@ -124,7 +133,9 @@ class SamModel(nn.Module):
             ``Hl = 4 * He`` (256 for a 1024 input, 64 for LiteMedSAM's 256).
         """
         batch = image_embeddings.shape[0]
-        sparse, dense = self.prompt_embeddings(batch, boxes=boxes, points=points, dense_prompt=dense_prompt)
+        sparse, dense = self.prompt_embeddings(
+            batch, boxes=boxes, points=points, dense_prompt=dense_prompt, mask_prompt=mask_prompt
+        )
         masks, iou = self._predict_masks(image_embeddings, sparse.to(image_embeddings.dtype), dense)
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, selected], iou[:, selected]
@@ -151,6 +162,22 @@ class SamModel(nn.Module):
         _, up_channels, up_h, up_w = upscaled.shape
         masks = (hyper @ upscaled.reshape(batch, up_channels, up_h * up_w)).reshape(batch, -1, up_h, up_w)
         return masks, decoder.iou_prediction_head(iou_token)
+
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """``(Hm, Wm)`` of a mask prompt: four times the image embedding's side (256 for SAM at 1024)."""
+        prompt_encoder: Any = self.prompt_encoder
+        return tuple(int(v) for v in prompt_encoder.mask_input_size)  # type: ignore[return-value]
+
+    def mask_input(self, masks: torch.Tensor) -> torch.Tensor:
+        """``BxSxS`` binary masks in the model-input frame -> ``Bx1xHmxWm`` mask-prompt logits.
+
+        SAM's mask input is the logits of an earlier prediction; a binary mask becomes the logits of
+        probabilities 0.999 inside and 0.001 outside (about +-6.9), averaged down to the mask-input size.
+        """
+        inside = masks[:, None].float().to(self.device)
+        small = F.interpolate(inside, size=self.mask_input_size, mode="area")
+        return torch.logit(small.clamp(MASK_PROMPT_EPS, 1 - MASK_PROMPT_EPS))
 
     def upscale_logits(self, low_res: torch.Tensor) -> torch.Tensor:
         """``BxMxHlxWl`` logits -> ``BxMxSxS`` at the model input size (bilinear)."""

@@ -27,38 +27,52 @@ def decode_prompted(
     embeddings: torch.Tensor,
     prompts: Sequence[SlicePrompt],
     to_model: Callable[[np.ndarray], np.ndarray],
+    mask_to_model: Callable[[np.ndarray], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Decode each slice's objects and unite them.
 
-    Every box is one object (carrying all the slice's points); a slice with points only is one
-    object. Objects with and without a box go through the decoder in two calls, since SAM's prompt
-    encoder takes either a box for every item of a batch or none.
+    Every box is one object (carrying all the slice's points and its mask prompt); a slice without
+    a box is one object. Objects go through the decoder in one call per kind (with or without a
+    box, with or without a mask), since SAM's prompt encoder takes a box, or a mask, for every
+    item of a batch or for none.
+
+    Args:
+        to_model: Slice pixel coordinates ``(N, 2)`` -> model-input coordinates.
+        mask_to_model: An ``(H, W)`` slice mask -> ``(S, S)`` mask in the model-input frame (needed
+            when a prompt carries a mask).
 
     Returns:
         ``(B, 1, Hl, Wl)`` low-resolution logits, the maximum over each slice's objects.
     """
-    objects: list[tuple[int, np.ndarray | None, np.ndarray, np.ndarray]] = []
+    objects: list[tuple[int, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray | None]] = []
     for b, prompt in enumerate(prompts):
         points = to_model(prompt.points) if len(prompt.points) else prompt.points
         boxes: list[np.ndarray | None] = [to_model(box.reshape(2, 2)).reshape(4) for box in prompt.boxes]
-        boxes = boxes or [None]
-        objects.extend((b, box, points, prompt.point_labels) for box in boxes)
+        mask = prompt.mask if prompt.mask is not None and prompt.mask.any() else None
+        objects.extend((b, box, points, prompt.point_labels, mask) for box in boxes or [None])
     device = embeddings.device
     result: torch.Tensor | None = None
-    for group in ([o for o in objects if o[1] is not None], [o for o in objects if o[1] is None]):
-        if not group:
-            continue
-        owners = torch.as_tensor([o[0] for o in group], device=device)
-        boxes_t = None
-        if group[0][1] is not None:
-            stacked = np.stack([o[1] for o in group if o[1] is not None])
-            boxes_t = torch.as_tensor(stacked, dtype=torch.float32, device=device)
-        points_t = pad_points([(o[2], o[3]) for o in group], device)
-        logits, _ = model.decode(embeddings.index_select(0, owners), boxes=boxes_t, points=points_t)
-        if result is None:
-            result = torch.full((len(prompts), *logits.shape[1:]), -torch.inf, device=device)
-        for row, owner in enumerate(owners.tolist()):  # a handful of objects: a loop is clearest
-            result[owner] = torch.maximum(result[owner], logits[row].float())
+    for with_box in (True, False):
+        for with_mask in (True, False):
+            group = [o for o in objects if (o[1] is not None) == with_box and (o[4] is not None) == with_mask]
+            if not group:
+                continue
+            owners = torch.as_tensor([o[0] for o in group], device=device)
+            boxes_t = masks_t = None
+            if with_box:
+                stacked = np.stack([o[1] for o in group if o[1] is not None])
+                boxes_t = torch.as_tensor(stacked, dtype=torch.float32, device=device)
+            if with_mask:
+                if mask_to_model is None:
+                    raise ValueError("A mask prompt needs mask_to_model to place it in the model's input frame.")
+                masks_t = model.mask_input(torch.stack([mask_to_model(o[4]) for o in group if o[4] is not None]))
+            points_t = pad_points([(o[2], o[3]) for o in group], device)
+            logits, _ = model.decode(embeddings.index_select(0, owners), boxes=boxes_t, points=points_t,
+                                     mask_prompt=masks_t)  # fmt: skip
+            if result is None:
+                result = torch.full((len(prompts), *logits.shape[1:]), -torch.inf, device=device)
+            for row, owner in enumerate(owners.tolist()):  # a handful of objects: a loop is clearest
+                result[owner] = torch.maximum(result[owner], logits[row].float())
     assert result is not None  # every prompt is non-empty, so at least one group ran
     return result
 

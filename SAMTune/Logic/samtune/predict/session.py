@@ -16,20 +16,22 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
 
 from samtune.data.intensity import normalize_intensity
 from samtune.data.pipeline import SliceGrid, prepare_slices, slice_grid
-from samtune.data.slicing import SliceConfig, in_plane_components, resolve_axis, slice_index
+from samtune.data.slicing import SliceConfig, resolve_axis
 from samtune.data.volume import Volume
 from samtune.errors import ConfigurationError
 from samtune.models.embedding_store import EmbeddingStore, StoredEncoder
 from samtune.models.runtime import DecoderRuntime, decoder_runtime, encoder_runtime, stored_runtime_encoder
 from samtune.models.sam_model import SamModel
 from samtune.predict.decode import decode_automatic, decode_prompted
-from samtune.predict.user_prompts import SlicePrompt
+from samtune.predict.prompt_book import SlicePrompts
+from samtune.predict.user_prompts import SlicePrompt, prompt_on_slice
 
 #: Default bound of the embedding cache: 256 MB (LiteMedSAM: 1 MB per slice; SAM ViT-B: 4 MB).
 DEFAULT_CACHE_BYTES = 256 << 20
@@ -181,7 +183,7 @@ class PredictorSession:
         elif prompt.is_empty:
             return np.zeros(self._slice_shape(), dtype=bool)
         else:
-            low_res = decode_prompted(self.model, embedding, [prompt], grid.resize.apply_coords)
+            low_res = decode_prompted(self.model, embedding, [prompt], grid.resize.apply_coords, grid.mask_to_model)
         return np.asarray(grid.logits_to_masks(low_res.float(), threshold=self.threshold)[0], dtype=bool)
 
     def _intensities(self, index: int) -> np.ndarray:
@@ -198,43 +200,30 @@ class PredictorSession:
         points: Sequence[Sequence[float]] = (),
         labels: Sequence[int] = (),
         box: Sequence[float] | None = None,
+        **freehand: Any,
     ) -> tuple[int, SlicePrompt]:
-        """Map IJK points (and an optional 2D box given by two IJK corners on one slice) to a slice prompt.
-
-        Args:
-            points: ``(i, j, k)`` voxel positions (continuous; all on one slice after rounding).
-            labels: 1 (inside) or 0 (outside) per point.
-            box: ``(i0, j0, k0, i1, j1, k1)``, both corners on the same slice.
-
-        Returns:
-            The slice index and the prompt in that slice's pixel frame.
-        """
-        x_comp, y_comp = in_plane_components(self.axis)
-        slices = {slice_index(p, self.axis) for p in points}
-        boxes = np.zeros((0, 4), dtype=np.float32)
-        if box is not None:
-            values = [float(v) for v in box]
-            low, high = values[:3], values[3:]
-            slices |= {slice_index(low, self.axis), slice_index(high, self.axis)}
-            boxes = np.asarray([[min(low[x_comp], high[x_comp]), min(low[y_comp], high[y_comp]),
-                                 max(low[x_comp], high[x_comp]), max(low[y_comp], high[y_comp])]])  # fmt: skip
-        if len(slices) != 1:
-            raise ConfigurationError(
-                f"Prompts must lie on one slice along the slicing axis; they span slices {sorted(slices)}."
-            )
-        index = self._check_slice(slices.pop())
-        coords = np.asarray([[float(p[x_comp]), float(p[y_comp])] for p in points], dtype=np.float32)
-        return index, SlicePrompt(boxes=boxes, points=coords.reshape(-1, 2), point_labels=np.asarray(labels))
+        """Map voxel prompts on one slice to that slice's pixel frame
+        (:func:`samtune.predict.user_prompts.prompt_on_slice`: ``scribbles``, ``lasso``, ``mask``)."""
+        index, prompt = prompt_on_slice(self.axis, self._slice_shape(), points, labels, box, **freehand)
+        return self._check_slice(index), prompt
 
     def predict_ijk(
         self,
         points: Sequence[Sequence[float]] = (),
         labels: Sequence[int] = (),
         box: Sequence[float] | None = None,
+        **freehand: Any,
     ) -> tuple[int, np.ndarray]:
-        """Prompt in voxel coordinates; returns ``(slice index, mask on that slice)``."""
-        index, prompt = self.prompt_from_ijk(points, labels, box)
+        """Prompt in voxel coordinates (``scribbles``, ``lasso`` and ``mask`` as in :meth:`prompt_from_ijk`);
+        returns ``(slice index, mask on that slice)``."""
+        index, prompt = self.prompt_from_ijk(points, labels, box, **freehand)
         return index, self.predict_slice(index, prompt)
+
+    def predict_entry(self, entry: SlicePrompts, *, mask: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+        """Segment the slice of one :class:`~samtune.predict.prompt_book.PromptBook` entry (its axis must be
+        this session's); ``mask`` adds the current segment's slice as a mask prompt."""
+        return self.predict_ijk(entry.points, entry.labels, box=entry.box, scribbles=entry.scribbles,
+                                lasso=entry.lasso, mask=mask)  # fmt: skip
 
     def propagate(
         self,

@@ -21,6 +21,7 @@ import numpy as np
 from samtune.data.slicing import in_plane_components, slice_index
 from samtune.errors import ConfigurationError
 from samtune.predict.config import PromptSpec
+from samtune.predict.strokes import lasso_mask, mask_bounding_box, scribble_points
 
 
 @dataclass
@@ -32,11 +33,14 @@ class SlicePrompt:
             masks of several boxes on a slice are united.
         points: ``(P, 2)`` ``(x, y)`` pixel positions.
         point_labels: ``(P,)`` 1 for a positive (inside) point, 0 for a negative one.
+        mask: ``(H, W)`` boolean mask prompt on the slice's grid (a lasso's interior, or the
+            segment being refined), given to SAM's mask input with every object; ``None``: none.
     """
 
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float32))
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.float32))
     point_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
+    mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -57,10 +61,15 @@ class SlicePrompt:
                 f"Boxes must be XYXY with x1 >= x0 and y1 >= y0, got {bad[0].tolist()}. Give the top-left corner first."
             )
 
+        if self.mask is not None:
+            self.mask = np.asarray(self.mask, dtype=bool)
+            if self.mask.ndim != 2:
+                raise ConfigurationError(f"A mask prompt is one slice (H, W), got shape {self.mask.shape}.")
+
     @property
     def is_empty(self) -> bool:
-        """True when the slice carries neither a box nor a point."""
-        return len(self.boxes) == 0 and len(self.points) == 0
+        """True when the slice carries no box, no point and no non-empty mask."""
+        return len(self.boxes) == 0 and len(self.points) == 0 and (self.mask is None or not self.mask.any())
 
 
 def box_prompts_from_ijk(
@@ -141,19 +150,89 @@ def point_prompts_from_ijk(
     }
 
 
+def prompt_on_slice(
+    axis: int,
+    slice_shape: tuple[int, int],
+    points: Sequence[Sequence[float]] = (),
+    labels: Sequence[int] = (),
+    box: Sequence[float] | None = None,
+    *,
+    scribbles: Sequence[tuple[Sequence[Sequence[float]], int]] = (),
+    lasso: Sequence[Sequence[float]] | None = None,
+    mask: np.ndarray | None = None,
+) -> tuple[int, SlicePrompt]:
+    """Map voxel prompts on one slice (cut across numpy ``axis``) to that slice's pixel frame.
+
+    Args:
+        axis: numpy slicing axis (0 = k, 1 = j, 2 = i).
+        slice_shape: ``(H, W)`` of a slice.
+        points: ``(i, j, k)`` voxel positions (continuous; all on one slice after rounding).
+        labels: 1 (inside) or 0 (outside) per point.
+        box: ``(i0, j0, k0, i1, j1, k1)``, both corners on the same slice.
+        scribbles: ``(path, label)`` per stroke: its voxel positions in drawing order; points are
+            sampled along it (:func:`samtune.predict.strokes.scribble_points`).
+        lasso: A closed outline's voxel positions: a box around it and its interior as a mask prompt.
+        mask: ``(H, W)`` mask on the slice (the segment being refined), given as a mask prompt.
+
+    Returns:
+        The slice index and the prompt in that slice's pixel frame.
+
+    Raises:
+        ConfigurationError: Prompts on several slices, or none that says its slice; a mask of another shape.
+    """
+    x_comp, y_comp = in_plane_components(axis)
+
+    def pixels(positions: Sequence[Sequence[float]]) -> np.ndarray:
+        return np.asarray([[float(p[x_comp]), float(p[y_comp])] for p in positions], dtype=np.float32).reshape(-1, 2)
+
+    placed = [*points, *(p for path, _ in scribbles for p in path), *(lasso or ())]
+    if box is not None:
+        placed += [box[:3], box[3:]]
+    slices = {slice_index(p, axis) for p in placed}
+    if len(slices) != 1:
+        raise ConfigurationError(
+            f"Prompts must lie on one slice along the slicing axis; they span slices {sorted(slices)}."
+            if slices
+            else "No prompt says which slice to segment: give a point, box, scribble or lasso with a mask."
+        )
+    coords, point_labels = [pixels(points)], [np.asarray(labels, dtype=np.int64).reshape(-1)]
+    for path, label in scribbles:
+        sampled = scribble_points(pixels(path))
+        coords.append(sampled)
+        point_labels.append(np.full(len(sampled), int(label), dtype=np.int64))
+    boxes = np.zeros((0, 4), dtype=np.float32)
+    if box is not None:
+        corners = pixels([box[:3], box[3:]])
+        boxes = np.concatenate([corners.min(axis=0), corners.max(axis=0)])[None]
+    masks = [] if mask is None else [np.asarray(mask, dtype=bool)]
+    if lasso is not None:
+        inside = lasso_mask(pixels(lasso), slice_shape)
+        boxes = np.concatenate([boxes, mask_bounding_box(inside)[None]])
+        masks.append(inside)
+    for m in masks:
+        if m.shape != tuple(slice_shape):
+            raise ConfigurationError(f"A mask prompt of shape {m.shape} does not fit slices of {tuple(slice_shape)}.")
+    prompt = SlicePrompt(boxes=boxes, points=np.concatenate(coords), point_labels=np.concatenate(point_labels),
+                         mask=np.logical_or.reduce(masks) if masks else None)  # fmt: skip
+    return slices.pop(), prompt
+
+
 def merge_prompts(*prompt_maps: dict[int, SlicePrompt]) -> dict[int, SlicePrompt]:
-    """Combine several slice -> prompt maps (boxes and points on the same slice are joined)."""
+    """Combine several slice -> prompt maps (boxes and points on the same slice are joined, masks united)."""
     merged: dict[int, SlicePrompt] = {}
     for prompts in prompt_maps:
         for s, p in prompts.items():
             if s not in merged:
-                merged[s] = SlicePrompt(p.boxes.copy(), p.points.copy(), p.point_labels.copy())
+                mask = None if p.mask is None else p.mask.copy()
+                merged[s] = SlicePrompt(p.boxes.copy(), p.points.copy(), p.point_labels.copy(), mask)
             else:
                 m = merged[s]
+                masks = [x for x in (m.mask, p.mask) if x is not None]
                 merged[s] = SlicePrompt(
                     np.concatenate([m.boxes, p.boxes]),
                     np.concatenate([m.points, p.points]),
                     np.concatenate([m.point_labels, p.point_labels]),
+                    np.logical_or.reduce(masks) if masks else None,
                 )
     return dict(sorted(merged.items()))
 

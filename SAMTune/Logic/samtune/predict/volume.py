@@ -165,7 +165,8 @@ def predict_volume(
             )  # fmt: skip
         else:
             assert prompts is not None
-            low_res = decode_prompted(model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords)
+            low_res = decode_prompted(model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords,
+                                      grid.mask_to_model)  # fmt: skip
         masks = grid.logits_to_masks(low_res.float(), threshold=config.threshold)
         for s, mask in zip(batch, masks):
             out_slices[s][mask] = config.label_value

@@ -68,6 +68,10 @@ class PromptMode(StrEnum):
     AUTOMATIC = "automatic"  # no prompt (prompt-free segmentation)
     BOX = "box"  # simulated boxes
     POINT = "point"  # simulated positive points
+    SCRIBBLE = "scribble"  # points along simulated strokes, inside (and sometimes outside) the object
+    LASSO = "lasso"  # a loose outline: its box and its interior as the mask input
+    MASK = "mask"  # a rough segment as the mask input, with a click in its largest error
+    MIXED = "mixed"  # one of box, point, scribble, lasso, mask per batch
 
 
 class Optimiser(StrEnum):
@@ -151,7 +155,8 @@ class TrainConfig:
         finetune: Method (vanilla/lora/adapter/conv_lora), scope and the method's settings.
         optimiser: ``plain``, ``bilevel`` (BLO-SAM) or ``joint`` (BLO-SAM's ablation).
         bilevel: The prompt's optimiser and the D1/D2 split (``bilevel`` and ``joint``).
-        prompt_mode: ``automatic``, ``box`` or ``point``.
+        prompt_mode: ``automatic``, or the simulated prompts: ``box``, ``point``, ``scribble``, ``lasso``,
+            ``mask`` or ``mixed`` (one of them per batch; see :mod:`samtune.train.simulated_prompts`).
         epochs: Passes over the training slices.
         min_steps: At least this many optimiser steps: a few labelled slices make short epochs, so
             they get more of them (0 = exactly ``epochs``); early stopping waits for them.

@@ -29,7 +29,7 @@ from samtune.train.evaluation import evaluate_samples
 from samtune.train.losses import dice_ce_loss, presence_loss, structure_loss
 from samtune.train.presence import DEFAULT_PRESENCE_THRESHOLD
 from samtune.train.schedule import make_scheduler
-from samtune.train.simulated_prompts import simulate_prompts
+from samtune.train.simulated_prompts import SimulatedPrompts, simulate_prompts
 from samtune.train.state import TrainingState, TrainResult, checkpoint_of, restore_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -52,13 +52,15 @@ class _Segmenter(torch.nn.Module):
         self,
         images: torch.Tensor | None,
         embeddings: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        points: tuple[torch.Tensor, torch.Tensor] | None,
+        prompts: SimulatedPrompts,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if embeddings is None:
             assert images is not None
             embeddings = self.model.encode(images)
-        low_res, score = self.model.decode(embeddings, boxes=boxes, points=points)
+        mask_prompt = None if prompts.masks is None else self.model.mask_input(prompts.masks)
+        low_res, score = self.model.decode(
+            embeddings, boxes=prompts.boxes, points=prompts.points, mask_prompt=mask_prompt
+        )
         return self.model.upscale_logits(low_res), score[:, 0]
 
 
@@ -216,9 +218,8 @@ class Trainer:
         mode = self.config.prompt_mode
         if training and self.config.prompt_mix > 0 and self.rng.random() < self.config.prompt_mix:
             mode = PromptMode.BOX
-        boxes, points = simulate_prompts(masks, mode, self.rng)
         forward = self.segmenter if training else self.segmenter_module
-        logits, score = forward(images, embeddings, boxes, points)
+        logits, score = forward(images, embeddings, simulate_prompts(masks, mode, self.rng))
         return logits, score, mode is PromptMode.AUTOMATIC
 
     @property

@@ -112,7 +112,7 @@ def test_presets_are_complete_and_overridable() -> None:
         preset.train_config()  # every preset is a valid configuration
     few = presets["few_shot"].train_config({"epochs": 2, "finetune": {"adapter": {"ratio": 0.5}}})
     assert few.epochs == 2 and few.finetune.adapter.ratio == 0.5 and few.finetune.method == "adapter"
-    assert presets["interactive"].train_config().prompt_mode == "box"
+    assert presets["interactive"].train_config().prompt_mode == "mixed"
     with pytest.raises(UnknownNameError, match="Did you mean 'few_shot'"):
         load_preset("fewshot")
 
@@ -140,3 +140,37 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     assert plain.keys() == checkpointed.keys() and plain
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6)
+
+
+def test_simulated_freehand_prompts_follow_the_object() -> None:
+    from samtune.train.simulated_prompts import (
+        simulate_lasso,
+        simulate_mask_prompt,
+        simulate_prompts,
+        simulate_scribble,
+    )
+
+    rng = np.random.default_rng(1)
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[20:60, 30:50] = True
+    negatives = 0
+    for _ in range(20):
+        points, labels = simulate_scribble(mask, rng)
+        inside = mask[points[:, 1].astype(int), points[:, 0].astype(int)]
+        assert (inside == (labels == 1)).all() and (labels == 1).sum() >= 1  # positives in, negatives out
+        negatives += int((labels == 0).sum())
+        box, interior = simulate_lasso(mask, rng)
+        assert interior[mask].all() and 1 <= (interior.sum() - mask.sum()) / 120 <= 7  # grown by 1-6 px
+        assert box[0] <= 30 and box[2] >= 49 and box[1] <= 20 and box[3] >= 59
+        rough, click, label = simulate_mask_prompt(mask, rng)
+        x, y = int(click[0]), int(click[1])
+        assert (mask[y, x] and not rough[y, x]) if label == 1 else (rough[y, x] and not mask[y, x])
+    assert negatives > 0  # half of the scribbles carry a negative stroke
+    batch = torch.as_tensor(np.stack([mask, np.roll(mask, 10, axis=1)]))
+    for mode, has in {"scribble": "p", "lasso": "bm", "mask": "pm", "box": "b", "point": "p", "automatic": ""}.items():
+        out = simulate_prompts(batch, mode, rng)
+        assert (out.boxes is not None, out.points is not None, out.masks is not None) == tuple(c in has for c in "bpm")
+        if out.points is not None:  # ragged point sets are padded with label -1
+            assert out.points[0].shape[:2] == out.points[1].shape and out.points[1].shape[0] == 2
+    kinds = {tuple(v is not None for v in vars(simulate_prompts(batch, "mixed", rng)).values()) for _ in range(40)}
+    assert len(kinds) == 4  # box, points (a point or a scribble), lasso (box + mask), mask (points + mask)
