@@ -5,6 +5,7 @@ the exit code (errors are raised as :class:`~samtune.errors.SAMTuneError` and re
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -109,10 +110,15 @@ def train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         job = load_run_job(args.resume, device=args.device)
     else:
-        missing = [name for name, value in (("--preset", args.preset), ("--train-manifest", args.train_manifest),
-                                            ("--out", args.out)) if value is None]  # fmt: skip
+        starts = (("--preset or --from", args.preset or args.parent), ("--train-manifest", args.train_manifest),
+                  ("--out", args.out))  # fmt: skip
+        missing = [name for name, value in starts if value is None]
         if missing:
             raise ConfigurationError(f"samtune train needs {', '.join(missing)} (or --resume RUN_DIR).")
+        if args.parent is not None:
+            from samtune.library.card import read_model_card
+
+            read_model_card(args.parent)  # not a model folder: said before any folder is made
         if not args.out.parent.is_dir():
             raise OutputError(f"Cannot create '{args.out}': the folder '{args.out.parent}' does not exist.")
         overrides = parse_overrides(args.set)
@@ -125,6 +131,7 @@ def train(args: argparse.Namespace) -> int:
             manifest=str(args.train_manifest.resolve()), run_dir=str(run_dir.resolve()), preset=args.preset,
             overrides=overrides, structure=args.structure, model_dir=str(args.out.resolve()),
             weights=str(args.weights.resolve()) if args.weights else None, tiny=args.dry_run,
+            parent=str(args.parent.resolve()) if args.parent else None,
         )  # fmt: skip
     stop = StopFlag()
     stop.install()
@@ -137,8 +144,13 @@ def train(args: argparse.Namespace) -> int:
                     print(summary_line(event), file=sys.stderr)
             elif event["event"] == "started":
                 if not args.quiet:
-                    print(f"Training {job.preset or 'custom'} ({event['backbone']}, {event['method']}) into "
-                          f"{event['run_dir']}", file=sys.stderr)  # fmt: skip
+                    what = (
+                        f"Retraining {os.path.basename(job.parent)}"
+                        if job.parent
+                        else f"Training {job.preset or 'custom'}"
+                    )
+                    print(f"{what} ({event['backbone']}, {event['method']}) into {event['run_dir']}",
+                          file=sys.stderr)  # fmt: skip
             elif event["event"] == "finished":
                 events.say(summary_line(event))
             else:

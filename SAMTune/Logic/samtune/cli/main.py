@@ -53,7 +53,15 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
             "(trainable weights + model card). Every preset field can be overridden with --set."
         ),
     )
-    t.add_argument("--preset", help="preset name (see `samtune presets`); required unless --resume")
+    t.add_argument("--preset", help="preset name (see `samtune presets`); required unless --resume or --from")
+    t.add_argument(
+        "--from",
+        dest="parent",
+        type=Path,
+        metavar="MODEL",
+        help="retrain this model folder: continue from its weights with its own settings (--set and --preset on "
+        "top) on the cases of --train-manifest, old and new; the new model's card links it as its parent",
+    )
     t.add_argument("--train-manifest", type=Path, help="training-data manifest (JSON); required unless --resume")
     t.add_argument("--out", type=Path, help="model folder to create (must not exist); required unless --resume")
     t.add_argument(

@@ -264,4 +264,6 @@ def build_tiny_model(name: str, *, seed: int = 0, device: str | torch.device = "
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(name, tiny=True, device=device)
+        model = build_model(name, tiny=True, device=device)
+    model.tiny_seed = int(seed)
+    return model

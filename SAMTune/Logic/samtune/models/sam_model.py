@@ -52,6 +52,8 @@ class SamModel(nn.Module):
         super().__init__()
         #: A tiny randomly initialised test configuration (no pretrained weights).
         self.tiny = bool(tiny)
+        #: The seed a tiny configuration was built from (:func:`~samtune.models.builders.build_tiny_model`).
+        self.tiny_seed: int | None = None
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder

@@ -12,6 +12,7 @@ Coordinates are the slice pixel frame of :mod:`samtune.predict.user_prompts`: ``
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from samtune.errors import ConfigurationError
 
@@ -21,8 +22,8 @@ SCRIBBLE_SPACING = 8.0
 SCRIBBLE_MAX_POINTS = 12
 
 
-def _polyline(stroke: np.ndarray | list[list[float]], what: str, least: int) -> np.ndarray:
-    points = np.asarray(stroke, dtype=np.float64).reshape(-1, 2) if len(stroke) else np.zeros((0, 2))
+def _polyline(stroke: ArrayLike, what: str, least: int) -> np.ndarray:
+    points = np.asarray(stroke, dtype=np.float64).reshape(-1, 2)
     if len(points) < least:
         raise ConfigurationError(f"A {what} needs at least {least} positions, got {len(points)}. Drag further.")
     if not np.isfinite(points).all():
@@ -31,7 +32,7 @@ def _polyline(stroke: np.ndarray | list[list[float]], what: str, least: int) -> 
 
 
 def scribble_points(
-    stroke: np.ndarray | list[list[float]],
+    stroke: ArrayLike,
     *,
     spacing: float = SCRIBBLE_SPACING,
     max_points: int = SCRIBBLE_MAX_POINTS,
@@ -61,7 +62,7 @@ def scribble_points(
     return np.stack([x, y], axis=1).astype(np.float32)
 
 
-def lasso_mask(outline: np.ndarray | list[list[float]], shape: tuple[int, int]) -> np.ndarray:
+def lasso_mask(outline: ArrayLike, shape: tuple[int, int]) -> np.ndarray:
     """``(H, W)`` boolean mask of the pixels whose centres lie inside a closed outline (even-odd rule).
 
     The outline closes itself (last position back to the first). Pixels the outline only grazes

@@ -12,7 +12,8 @@ import torch
 
 from samtune.data.labels import EmptySlicePolicy
 from samtune.data.split import split_cases
-from samtune.errors import DataError, TrainingCancelledError
+from samtune.errors import ConfigurationError, DataError, TrainingCancelledError
+from samtune.library.card import MODEL_WEIGHTS
 from samtune.models.builders import build_model, build_tiny_model
 from samtune.models.device import resolve_device
 from samtune.models.sam_model import SamModel
@@ -99,6 +100,45 @@ def _stop_while_caching(on_event: EventCallback | None, should_stop: Callable[[]
     return events
 
 
+def _warm_start(
+    parent: str | Path, config: TrainConfig, device: torch.device, backbone_weights: str | Path | None
+) -> tuple[SamModel, dict[str, Any]]:
+    """The parent model (its method applied, its weights loaded) and the card's link to it.
+
+    Raises:
+        ConfigurationError: ``config`` names another backbone or method than the parent's.
+        WeightsError: Not a model folder, or backbone weights that differ from the parent's.
+    """
+    from samtune.library.model_folder import load_trained_model
+    from samtune.models.weights import sha256_file
+
+    folder = Path(parent).expanduser().resolve()
+    model, card = load_trained_model(folder, device=device, backbone_weights=backbone_weights)
+    theirs = card["training"]
+    mine = config.to_dict()
+    for key, what in (("backbone", "backbone"), ("finetune", "fine-tuning method and its settings")):
+        if theirs.get(key) != mine.get(key):
+            raise ConfigurationError(
+                f"Retraining continues the weights of '{folder.name}', so it keeps its {what}: the model has "
+                f"{theirs.get(key)}, the new settings {mine.get(key)}. Leave {key} out of the settings, or train "
+                "a new model instead."
+            )
+    previous: dict[str, Any] = card["parent"] if isinstance(card.get("parent"), dict) else {}
+    lineage = {
+        "name": card.get("name", folder.name),
+        "path": str(folder),
+        "weights_sha256": sha256_file(folder / MODEL_WEIGHTS),
+        "created": card.get("created"),
+        "generation": int(previous.get("generation", 0)) + 1,
+    }
+    return model, lineage
+
+
+def _tiny_seed(model: SamModel, config: TrainConfig) -> int:
+    """The seed that rebuilds a tiny model's random base (a warm start's is its parent's)."""
+    return config.seed if model.tiny_seed is None else model.tiny_seed
+
+
 def fine_tune(
     cases: Sequence[TrainingCase],
     config: TrainConfig,
@@ -113,6 +153,7 @@ def fine_tune(
     tiny: bool = False,
     distributed: DistributedContext | None = None,
     shards: int | None = None,
+    parent: str | Path | None = None,
 ) -> FineTuneOutcome:
     """Fine-tune ``config.backbone`` on ``cases`` and optionally save the model folder.
 
@@ -135,6 +176,9 @@ def fine_tune(
             :mod:`samtune.train.distributed`); only rank 0 writes checkpoints, events and the model.
         shards: Plan batches as if split over this many processes (default: the world size); a
             single process given the world size of a distributed run makes the same steps.
+        parent: A trained model folder to continue from (warm start): its backbone, method and
+            trained weights are the first step's; ``config`` must name the same backbone and method.
+            The new model's card links it (``parent``).
 
     Raises:
         DataError: No labelled slice; a validation split with fewer than two cases.
@@ -149,6 +193,9 @@ def fine_tune(
     main_process = distributed is None or distributed.is_main
     if not main_process:
         on_event = None
+    lineage = None
+    if parent is not None:
+        model, lineage = _warm_start(parent, config, device, backbone_weights)
     if model is None and tiny:
         model = build_tiny_model(config.backbone, seed=config.seed, device=device)
     tiny = model is not None and model.tiny
@@ -156,9 +203,10 @@ def fine_tune(
         model = build_model(config.backbone, weights=backbone_weights, device=device)
     else:
         model.to(device)
-    with torch.random.fork_rng(devices=[]):  # adapter initialisation follows the run's seed
-        torch.manual_seed(config.seed)
-        apply_finetuning(model, config.finetune)
+    if lineage is None:  # a parent's method is in place, with its trained weights
+        with torch.random.fork_rng(devices=[]):  # adapter initialisation follows the run's seed
+            torch.manual_seed(config.seed)
+            apply_finetuning(model, config.finetune)
     if config.gradient_checkpointing:
         from samtune.train.gradient_checkpointing import enable_gradient_checkpointing
 
@@ -240,6 +288,10 @@ def fine_tune(
             data_summary=summary,
             metrics={k: float(v) for k, v in best.items() if isinstance(v, (int, float, np.floating))},
             backbone_weights=backbone_weights,
-            extra={"automatic": automatic, **({"tiny": True, "tiny_seed": config.seed} if tiny else {})},
+            extra={
+                "automatic": automatic,
+                **({"tiny": True, "tiny_seed": _tiny_seed(model, config)} if tiny else {}),
+                **({"parent": lineage} if lineage else {}),
+            },  # fmt: skip
         )
     return FineTuneOutcome(model, result, summary, folder)

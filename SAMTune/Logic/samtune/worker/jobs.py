@@ -43,6 +43,9 @@ class TrainJob:
         weights: Backbone weights file (default: bundled or cached).
         tiny: Dry run with a tiny random configuration of the backbone (seconds; the model is
             useless, but every file, event and checkpoint is real).
+        parent: A model folder to retrain (warm start): its weights are the first step's, and
+            without ``preset`` or ``config`` its own training settings are the starting point
+            (``overrides`` on top). The new model's card links it.
     """
 
     manifest: str
@@ -54,14 +57,21 @@ class TrainJob:
     model_dir: str | None = None
     weights: str | None = None
     tiny: bool = False
+    parent: str | None = None
     kind: str = "train"
     version: int = PROTOCOL_VERSION
 
     def train_config(self) -> Any:
-        """The resolved :class:`~samtune.train.TrainConfig` (:func:`samtune.train.presets.resolve_train_config`)."""
+        """The resolved :class:`~samtune.train.TrainConfig` (:func:`samtune.train.presets.resolve_train_config`);
+        a retrain without a preset or configuration starts from its parent's settings."""
         from samtune.train.presets import resolve_train_config
 
-        return resolve_train_config(self.preset, config=self.config, overrides=self.overrides)
+        config = self.config
+        if self.parent is not None and self.preset is None and config is None:
+            from samtune.library.card import read_model_card
+
+            config = read_model_card(self.parent).get("training")
+        return resolve_train_config(self.preset, config=config, overrides=self.overrides)
 
 
 @dataclass

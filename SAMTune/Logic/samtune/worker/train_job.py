@@ -110,6 +110,7 @@ def _train_in_run_folder(
 
     send({"event": "started", "kind": "train", "run_dir": str(run.path), "resume": resume,
           "backbone": config.backbone, "method": config.finetune.method, "optimiser": config.optimiser,
+          **({"parent": job.parent} if job.parent else {}),
           "processes": context.world_size if context is not None else 1})  # fmt: skip
     if resume and emit is not None:
         history.extend(_history_from_events(run.events))
@@ -131,6 +132,7 @@ def _train_in_run_folder(
             should_stop=stop_requested,
             tiny=job.tiny,
             distributed=context,
+            parent=job.parent,
         )
     except SAMTuneError as error:
         # The run folder keeps the story; the caller reports the error or cancellation itself.
