@@ -9,6 +9,7 @@ Prompts arrive in the slice pixel frame (:class:`~samtune.predict.user_prompts.S
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch
 from samtune.models.runtime import DecodeFunction
 from samtune.models.sam_model import SamModel
 from samtune.predict.postprocess import keep_largest_component
+from samtune.predict.uncertainty import slice_uncertainty
 from samtune.predict.user_prompts import SlicePrompt
 
 #: Logit written over a slice the presence decision says lacks the structure (sigmoid = 0).
@@ -115,12 +117,38 @@ def decode_automatic(
     Returns:
         ``(B, 1, Hl, Wl)`` low-resolution logits; slices judged absent hold :data:`ABSENT`.
     """
+    return _automatic(model, embeddings, presence_threshold, refine, threshold, decode, ranked=False)[0]
+
+
+def decode_automatic_ranked(
+    model: SamModel, embeddings: torch.Tensor, **options: Any
+) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`decode_automatic` (the same keyword options) and each slice's uncertainty ``(B,)``
+    (:func:`samtune.predict.uncertainty.slice_uncertainty`), from the same passes."""
+    logits, scores = _automatic(model, embeddings, ranked=True, **options)
+    assert scores is not None
+    return logits, scores
+
+
+def _automatic(
+    model: SamModel,
+    embeddings: torch.Tensor,
+    presence_threshold: float | None = None,
+    refine: int | None = None,
+    threshold: float = 0.5,
+    decode: DecodeFunction | None = None,
+    *,
+    ranked: bool,
+) -> tuple[torch.Tensor, np.ndarray | None]:
     passes = model.refine_passes if refine is None else int(refine)
     gate = model.presence_threshold if presence_threshold is None else float(presence_threshold)
-    _, low_res, score = automatic_passes(
+    first, low_res, score = automatic_passes(
         model, embeddings, refine=passes, threshold=threshold, gate=gate or 0.0, decode=decode
     )
-    return gate_logits(low_res, score, gate) if gate else low_res
+    scores = None
+    if ranked:
+        scores = slice_uncertainty(first, low_res, score, presence_threshold=gate, refine=passes, threshold=threshold)
+    return (gate_logits(low_res, score, gate) if gate else low_res), scores
 
 
 def automatic_passes(
@@ -183,4 +211,13 @@ def pad_points(
     return torch.as_tensor(coords, device=device), torch.as_tensor(labels, device=device)
 
 
-__all__ = ["ABSENT", "automatic_passes", "decode_automatic", "decode_prompted", "gate_logits", "mask_box", "pad_points"]
+__all__ = [
+    "ABSENT",
+    "automatic_passes",
+    "decode_automatic",
+    "decode_automatic_ranked",
+    "decode_prompted",
+    "gate_logits",
+    "mask_box",
+    "pad_points",
+]

@@ -28,7 +28,7 @@ from samtune.models.runtime import (
 )
 from samtune.models.sam_model import SamModel
 from samtune.predict.config import PredictConfig
-from samtune.predict.decode import decode_automatic, decode_prompted
+from samtune.predict.decode import decode_automatic, decode_automatic_ranked, decode_prompted
 from samtune.predict.postprocess import keep_largest_component
 from samtune.predict.user_prompts import SlicePrompt
 
@@ -103,6 +103,7 @@ def predict_volume(
     progress: ProgressCallback | None = None,
     store: EmbeddingStore | bool = True,
     runtimes: tuple[EncoderRuntime, DecoderRuntime] | None = None,
+    uncertainty: dict[int, float] | None = None,
 ) -> Volume:
     """Segment ``volume`` slice by slice and return a label volume on the same grid.
 
@@ -119,6 +120,8 @@ def predict_volume(
         runtimes: The model's encoder and decoder runtimes, resolved once by a caller that segments
             many images with one model (resolving costs about 0.25 s: the weights are fingerprinted);
             default: resolved here from ``config.runtime``.
+        uncertainty: Automatic mode: filled with each segmented slice's uncertainty (which slice to
+            correct next; :mod:`samtune.predict.uncertainty`), at no extra model pass.
 
     Returns:
         A ``uint8`` (or ``uint16`` for label values above 255) label volume with ``volume``'s grid
@@ -159,10 +162,13 @@ def predict_volume(
         )
         embeddings = encode(images.to(device)).to(device)
         if decoder is not None:
-            low_res = decode_automatic(
-                model, embeddings, presence_threshold=config.presence_threshold, refine=config.refine,
-                threshold=config.threshold, decode=decoder.decode,
-            )  # fmt: skip
+            settings = {"presence_threshold": config.presence_threshold, "refine": config.refine,
+                        "threshold": config.threshold, "decode": decoder.decode}  # fmt: skip
+            if uncertainty is None:
+                low_res = decode_automatic(model, embeddings, **settings)  # type: ignore[arg-type]
+            else:
+                low_res, scores = decode_automatic_ranked(model, embeddings, **settings)
+                uncertainty.update({int(s): float(u) for s, u in zip(batch, scores)})
         else:
             assert prompts is not None
             low_res = decode_prompted(model, embeddings, [prompts[s] for s in batch], grid.resize.apply_coords,

@@ -31,6 +31,10 @@ def picture_folder(path: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_picture(p) and not p.name.startswith("."))
 
 
+#: Most uncertain slices an automatic volume prediction reports (which to correct first).
+UNCERTAIN_SLICES = 10
+
+
 def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bool] | None = None) -> Path:
     """Segment ``job.image`` and write ``job.out``; returns the output path (a folder for a folder of pictures).
 
@@ -41,6 +45,7 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
     from samtune.data.image_io import read_volume
     from samtune.models.device import resolve_device
     from samtune.models.registry import get_backbone
+    from samtune.predict.uncertainty import rank_slices
 
     trained = Path(job.model).expanduser().is_dir()
     if not trained and ("/" in job.model or "\\" in job.model or Path(job.model).expanduser().exists()):
@@ -65,10 +70,13 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
           "mode": job.mode, **({"pictures": len(pictures)} if pictures else {})})  # fmt: skip
     started = time.perf_counter()
     if image is not None:
-        n_fg = _segment_file(job, model, image, out, name, _slice_progress(emit, should_stop))
+        scores: dict[int, float] = {}
+        n_fg = _segment_file(job, model, image, out, name, _slice_progress(emit, should_stop), uncertainty=scores)
         _warn_if_untrained_and_empty(job, trained, n_fg, emit)
+        ranked = [[s, round(u, 4)] for s, u in rank_slices(scores, UNCERTAIN_SLICES)] if trained else []
+        extra = {"uncertain_slices": ranked} if ranked else {}
         emit({"event": "finished", "output": str(out), "foreground_voxels": n_fg,
-              "seconds": time.perf_counter() - started})  # fmt: skip
+              "seconds": time.perf_counter() - started, **extra})  # fmt: skip
         return out
     from samtune.errors import CancelledError
     from samtune.models.runtime import decoder_runtime, encoder_runtime
@@ -154,15 +162,18 @@ def _segment_file(
     name: str,
     progress: Callable[[int, int, str], None] | None,
     runtimes: Any = None,
+    uncertainty: dict[int, float] | None = None,
 ) -> int:
-    """Segment one image (a :class:`~samtune.data.volume.Volume`) into ``out``; returns its foreground voxel count."""
+    """Segment one image (a :class:`~samtune.data.volume.Volume`) into ``out``; returns its foreground voxel count.
+    ``uncertainty`` (automatic mode) receives each slice's uncertainty."""
     from samtune.data.image_io import write_label
     from samtune.data.slicing import resolve_axis
     from samtune.predict.user_prompts import prompts_from_spec
     from samtune.predict.volume import predict_volume
 
     prompts = prompts_from_spec(job.prompts, axis=resolve_axis(image, job.predict.slices.axis), shape=image.shape)
-    label = predict_volume(model, image, job.predict, prompts=prompts, progress=progress, runtimes=runtimes)
+    label = predict_volume(model, image, job.predict, prompts=prompts, progress=progress, runtimes=runtimes,
+                           uncertainty=uncertainty if prompts is None else None)  # fmt: skip
     value = job.predict.label_value
     if is_picture(out) and value == 1:
         label = label.with_array((label.array != 0).astype(label.array.dtype) * PICTURE_FOREGROUND)

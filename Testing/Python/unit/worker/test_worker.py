@@ -102,6 +102,9 @@ def test_worker_trains_reports_json_lines_in_order_and_its_model_predicts(data: 
     assert code == 0, err
     assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "finished"
     assert events[0]["mode"] == "automatic"
+    uncertain = events[-1]["uncertain_slices"]  # which slices to correct first, most uncertain first
+    assert 1 <= len(uncertain) <= 6 and all(0 <= s < 6 and 0 <= u <= 1 for s, u in uncertain)
+    assert [u for _, u in uncertain] == sorted((u for _, u in uncertain), reverse=True)
     image0 = read_label(data / "image0-seg.nii.gz")
     assert image0.array.shape == (6, 48, 48) and events[-1]["foreground_voxels"] == int((image0.array != 0).sum())
 
