@@ -138,6 +138,8 @@ class SAMTuneWidget(TrainingDataPanel, StrategyPanel, LibraryPanel, ScriptedLoad
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SAMTuneLogic()
+        # One training table: the panel's rows, the effect's corrections, the console's.
+        self.cases = self.logic.trainingCases
 
         headers = [_("Volume"), _("Segmentation"), _("Segments"), _("Labelled slices"), _("Fully labelled"),
                    _("Status")]  # fmt: skip
@@ -350,7 +352,7 @@ class SAMTuneWidget(TrainingDataPanel, StrategyPanel, LibraryPanel, ScriptedLoad
     def onSceneStartClose(self, caller, event):
         self.logic.stopAll()  # running jobs stop (training keeps a checkpoint); pending writes are dropped
         self.job, self.lastResult, self.undo = None, None, None
-        self.cases = []
+        self.cases.clear()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -395,6 +397,8 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         ensureCoreOnPath()
+        #: The training table (``CaseNodes``): the panel's rows and the effect's corrections.
+        self.trainingCases = []
         self.lastUndo = None
         self._runner = None
         self._timer = None
@@ -541,6 +545,71 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
         job = self.runner.train(cases, runsFolder=self.runsFolder(), modelDir=str(modelPath), preset=preset,
                                 structure=structure, name=modelName or structure or "model", tiny=tiny,
                                 overrides=overrides)  # fmt: skip
+        return self._finish(job, wait, callback)
+
+    def addCorrections(self, volumeNode, segmentationNode, segmentId, slices, axis=None):
+        """Add slices the user corrected or accepted to the training table as ground truth, slice by slice.
+
+        A slice among them without the structure counts as "structure absent". Corrections of the same
+        segment of the same volume are merged into one row.
+
+        Args:
+            slices: Slice indices along ``axis``.
+            axis: numpy axis of the slices (default: the axis training slices the volume along).
+
+        Returns:
+            The training-table row (``CaseNodes``).
+
+        Raises:
+            ValueError: Slices outside the volume, or along another axis than training's.
+        """
+        from SAMTuneLib.Geometry import gridOf
+        from SAMTuneLib.TrainingData import CaseNodes, correctionSlices
+
+        from samtune.data.slicing import resolve_axis
+
+        axis = resolve_axis(gridOf(volumeNode), "auto") if axis is None else int(axis)
+        chosen = correctionSlices(volumeNode, slices, axis)
+        for case in self.trainingCases:
+            if (case.slices is not None and case.volumeNode is volumeNode and case.segmentationNode is segmentationNode
+                    and case.segmentIds == [segmentId]):  # fmt: skip
+                case.slices = sorted(set(case.slices) | set(chosen))
+                return case
+        case = CaseNodes(volumeNode, segmentationNode, [segmentId], caseId=f"{volumeNode.GetName()}-corrections",
+                         slices=chosen, axis=axis)  # fmt: skip
+        self.trainingCases.append(case)
+        return case
+
+    def retrain(self, model, modelName=None, wait=False, callback=None, tiny=False, **overrides):
+        """Retrain a model on the whole training table (old cases and corrections), from its own weights.
+
+        The new model keeps the model's backbone, method and settings (``overrides`` on top) and its card
+        links the model it came from.
+
+        Args:
+            model: A model of the library (name) or a model folder.
+            modelName: Name of the new model (default: the model's name + " retrained" + date).
+
+        Returns:
+            The ``JobResult`` (``wait=True``) or the running job.
+        """
+        import datetime
+
+        folder, structure = self.resolveModel(model)
+        if not os.path.isdir(folder):
+            raise ValueError(
+                _("Only a fine-tuned model can be retrained; '{model}' is a base backbone.").format(model=model)
+            )
+        if not self.trainingCases:
+            raise ValueError(
+                _("The training table is empty: add the corrected slices first (SAM auto: Add to training data).")
+            )
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = modelName or f"{os.path.basename(folder)} retrained {stamp}"
+        modelPath = self.library().new_model_path(name)
+        job = self.runner.train(self.trainingCases, runsFolder=self.runsFolder(), modelDir=str(modelPath),
+                                preset=None, structure=structure, name=name, tiny=tiny, overrides=overrides,
+                                parent=folder)  # fmt: skip
         return self._finish(job, wait, callback)
 
     def resume(self, runDir, wait=False, callback=None):

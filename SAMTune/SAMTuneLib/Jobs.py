@@ -208,16 +208,17 @@ class JobRunner:
             self.timer.start()
         return job
 
-    def train(self, cases, *, runsFolder: str, modelDir: str, preset: str = "cpu_quick",
+    def train(self, cases, *, runsFolder: str, modelDir: str, preset: str | None = "cpu_quick",
               structure: str | None = None, name: str = "model", tiny: bool = False,
-              overrides: dict[str, Any] | None = None) -> Job:  # fmt: skip
-        """Export ``cases`` (``CaseNodes`` or tuples) and start training; returns the running job."""
+              overrides: dict[str, Any] | None = None, parent: str | None = None) -> Job:  # fmt: skip
+        """Export ``cases`` (``CaseNodes`` or tuples) and start training; returns the running job.
+        With ``parent`` (a model folder) it retrains that model from its weights (``preset`` may be ``None``)."""
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         runDir = os.path.join(runsFolder, f"{name}-{stamp}".replace(" ", "_"))
         dataDir = runDir + "-data"
         manifest = exportTrainingSet(casesFrom(cases), dataDir)
         job = TrainJob(manifest=manifest, run_dir=runDir, preset=preset, overrides=dict(overrides or {}),
-                       structure=structure or None, model_dir=modelDir, tiny=tiny)  # fmt: skip
+                       structure=structure or None, model_dir=modelDir, tiny=tiny, parent=parent)  # fmt: skip
         jobPath = _writeJob(job, os.path.join(dataDir, "job.json"))
         return self.start(Job(self._client(worker_command(self.python, job=jobPath), runDir), "train"))
 

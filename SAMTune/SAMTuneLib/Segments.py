@@ -93,6 +93,60 @@ def segmentMask(segmentationNode, segmentId: str, volumeNode) -> np.ndarray:
     return orientedToArray(resampled) > 0
 
 
+#: Which other segments a write keeps out of (the effect's "Other segments" choice).
+PROTECT_CHOICES = ("none", "all", "visible", "completed")
+
+
+def protectedMask(segmentationNode, selectedId: str, volumeNode, protect: str = "all") -> np.ndarray:
+    """Boolean ``(K, J, I)`` union, on the volume's grid, of the segments a write into ``selectedId`` keeps out of.
+
+    Args:
+        protect: ``none`` (nothing: Slicer's own masking and overwrite settings alone decide),
+            ``all`` (every other segment), ``visible`` (the other segments shown in the views), or
+            ``completed`` (the other segments whose status is *Completed*: Slicer has no per-segment
+            lock, and its segment status is how a user marks a segment as done).
+
+    Raises:
+        ValueError: An unknown choice.
+    """
+    if protect not in PROTECT_CHOICES:
+        raise ValueError(f"Unknown choice {protect!r} for the segments to keep out of; use one of {PROTECT_CHOICES}.")
+    out = np.zeros(gridShape(volumeNode), dtype=bool)
+    if protect == "none":
+        return out
+    display = segmentationNode.GetDisplayNode()
+    segmentation = segmentationNode.GetSegmentation()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    for segmentId in segmentIdsByName(segmentationNode).values():
+        if segmentId == selectedId:
+            continue
+        if protect == "visible" and display is not None and not display.GetSegmentVisibility(segmentId):
+            continue
+        if protect == "completed" and logic.GetSegmentStatus(segmentation.GetSegment(segmentId)) != logic.Completed:
+            continue
+        out |= segmentMask(segmentationNode, segmentId, volumeNode)
+    return out
+
+
+def combineWithSegment(
+    mask: np.ndarray, current: np.ndarray, mode: str, protected: np.ndarray | None = None
+) -> np.ndarray:
+    """What the selected segment holds after a write of ``mask``: ``replace`` (the mask), ``add`` (the union
+    with ``current``) or ``intersect`` (the mask inside ``current``); nothing inside ``protected`` is added,
+    and what the segment already held there stays."""
+    if mode == "add":
+        new = mask | current
+    elif mode == "intersect":
+        new = mask & current
+    elif mode == "replace":
+        new = mask.copy()
+    else:
+        raise ValueError(f"Unknown write mode {mode!r}; use replace, add or intersect.")
+    if protected is not None:
+        new = (new & ~protected) | (current & protected)
+    return new
+
+
 def segmentIdsByName(segmentationNode) -> dict[str, str]:
     """``{segment name: segment id}`` of a segmentation."""
     segmentation = segmentationNode.GetSegmentation()
@@ -191,7 +245,7 @@ class SegmentationUndo:
 
 def writeMaskToSegment(mask: np.ndarray, segmentationNode, volumeNode, *, name: str | None = None,
                        segmentId: str | None = None, mode: str = "replace", color=None,
-                       undo: SegmentationUndo | None = None) -> str:  # fmt: skip
+                       undo: SegmentationUndo | None = None, protect: str = "none") -> str:  # fmt: skip
     """Write a ``(K, J, I)`` mask on the volume's grid into a segment; returns the segment id.
 
     Args:
@@ -204,6 +258,8 @@ def writeMaskToSegment(mask: np.ndarray, segmentationNode, volumeNode, *, name: 
         mode: ``replace`` the segment, ``add`` to it (union) or ``intersect`` with it.
         color: RGB in 0..1 for a new segment.
         undo: When given, its state is saved before anything is changed.
+        protect: Other segments the write keeps out of (:func:`protectedMask`): the segment gains no
+            voxel of theirs, and they are left as they were.
     """
     if mode not in WRITE_MODES:
         raise ValueError(f"Write mode must be one of {WRITE_MODES}, got '{mode}'.")
@@ -221,8 +277,10 @@ def writeMaskToSegment(mask: np.ndarray, segmentationNode, volumeNode, *, name: 
         count = segmentation.GetNumberOfSegments()
         rgb = color or DEFAULT_COLORS[count % len(DEFAULT_COLORS)]
         segmentId = segmentation.AddEmptySegment("", name or f"SAMTune {count + 1}", list(rgb))
-    if mode == "intersect":  # on the volume's grid: what lies outside it is outside the mask too
-        mask = np.asarray(mask, dtype=bool) & segmentMask(segmentationNode, segmentId, volumeNode)
+    if mode == "intersect" or protect != "none":  # on the volume's grid: what lies outside it is outside the mask too
+        current = segmentMask(segmentationNode, segmentId, volumeNode)
+        kept = protectedMask(segmentationNode, segmentId, volumeNode, protect) if protect != "none" else None
+        mask = combineWithSegment(np.asarray(mask, dtype=bool), current, mode, kept)
         mode = "replace"
     image = maskToOrientedImage(mask, volumeNode)
     transform = transformBetween(volumeNode, segmentationNode)

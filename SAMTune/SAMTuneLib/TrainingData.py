@@ -27,6 +27,10 @@ class CaseNodes:
         segmentIds: Segments to learn (one structure each).
         fullyLabelled: Every slice is ground truth (unpainted slices are true background).
         caseId: Name used in the manifest and for exported files (default: the volume's name).
+        slices: Corrections: only these slices (along ``axis``) are ground truth, as the user left
+            them after correcting or accepting them; a slice among them without the structure is a
+            true negative ("structure absent"). ``None``: painted slices (or all, when fully labelled).
+        axis: The numpy axis ``slices`` lie along (the training's slicing axis, ``auto``).
     """
 
     volumeNode: object
@@ -34,6 +38,8 @@ class CaseNodes:
     segmentIds: list[str]
     fullyLabelled: bool = False
     caseId: str | None = None
+    slices: list[int] | None = None
+    axis: int | None = None
 
 
 @dataclass
@@ -135,12 +141,48 @@ def _describe(status, volumeNode, segmentationNode, segmentIds, fullyLabelled, a
     status.labelledSlices = status.totalSlices if fullyLabelled else int(labelled.sum())
 
 
+def correctionSlices(volumeNode, slices, axis: int) -> list[int]:
+    """The corrected slices, checked: on the volume, and along the axis training slices it (``auto``).
+
+    Raises:
+        ValueError: No slice, a slice outside the volume, or slices along another axis (a corrected
+            sagittal slice would leave every axial slice it crosses partly labelled).
+    """
+    volume = volumeToCore(volumeNode)
+    trainingAxis = resolve_axis(volume, "auto")
+    names = {0: "k (axial)", 1: "j (coronal)", 2: "i (sagittal)"}
+    if int(axis) != trainingAxis:
+        raise ValueError(
+            f"Corrections count as training data along the axis training slices '{volumeNode.GetName()}' along "
+            f"({names[trainingAxis]}); these were made in a {names[int(axis)]} view. Correct the slices of a "
+            f"{names[trainingAxis].split()[1][1:-1]} view."
+        )
+    chosen = sorted({int(s) for s in slices})
+    last = volume.shape[trainingAxis] - 1
+    if not chosen or chosen[0] < 0 or chosen[-1] > last:
+        raise ValueError(f"Corrected slices must lie in 0..{last}, got {chosen or 'none'}.")
+    return chosen
+
+
+def correctionLabel(label, slices: list[int], axis: int):
+    """``(label with only the corrected slices kept, the corrected slices without foreground)``."""
+    import numpy as np
+
+    kept = np.zeros_like(label.array)
+    source, target = np.moveaxis(label.array, axis, 0), np.moveaxis(kept, axis, 0)
+    target[slices] = source[slices]
+    empty = [s for s in slices if not source[s].any()]
+    return label.with_array(kept), empty
+
+
 def caseRow(case: CaseNodes) -> tuple[list[str], CaseStatus, list[str]]:
     """What the table shows for ``case``: its cell texts, its status and its segment names. Never raises.
 
     Cells: volume, segmentation, segments, labelled slices, fully-labelled (empty: a check box), status.
     """
     status = describeCase(case.volumeNode, case.segmentationNode, case.segmentIds, fullyLabelled=case.fullyLabelled)
+    if case.slices is not None and status.ok:  # a correction: the slices the user corrected or accepted
+        status.labelledSlices = len(case.slices)
     names = list(status.foregroundVoxels) or list(case.segmentIds)
 
     def name(node) -> str:
@@ -183,10 +225,14 @@ def exportTrainingSet(cases: list[CaseNodes], folder: str) -> str:
         used.add(name)
         image = volumeToCore(case.volumeNode)
         label, structures = labelsFromSegments(case.segmentationNode, case.segmentIds, case.volumeNode)
+        empty: list[int] = []
+        if case.slices is not None:
+            label, empty = correctionLabel(label, case.slices, int(case.axis if case.axis is not None else 0))
         imagePath = write_volume(image, target / f"{name}.nrrd")
         labelPath = write_label(label, target / f"{name}.seg.nrrd", segment_names=structures)
         entries.append({
-            "id": name, "image": imagePath.name, "label": labelPath.name,
-            "structures": structures, "fully_labelled": bool(case.fullyLabelled),
+            "id": name, "image": imagePath.name, "label": labelPath.name, "structures": structures,
+            "fully_labelled": bool(case.fullyLabelled and case.slices is None),
+            **({"empty_slices": empty} if empty else {}),
         })  # fmt: skip
     return str(write_manifest(target / "manifest.json", entries))

@@ -53,6 +53,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.previewMask = None
         self.job = None
         self._connections = []
+        self.stroke = []  # slice-view pixels a drag passed
+        self.previewSlices = {}  # axis -> slices of the preview the user looked at (prompted, current slice)
+        self.touched = {}  # (volume node id, axis) -> slices corrected or marked correct, for training
+        self.uncertain = []  # (axis, slice) of the last whole-volume run, the least sure first
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -69,9 +73,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "<html>Segment with the Segment Anything Model, base or fine-tuned in SAMTune.<p>"
             "<b>Automatic</b>: press Preview (current slice at once; a slice range or the whole volume in the "
             "background), then Apply. Needs a model fine-tuned for this structure.<br>"
-            "<b>Prompted</b>: left click inside the structure, Shift+click or right click outside it, drag for a "
-            "box, in any slice view; the mask on that slice updates after each click. Prompts stay with their "
-            "slice. Apply writes the preview into the selected segment (Ctrl+Z undoes).</html>"
+            "<b>Prompted</b>: left click inside the structure, Shift+click or right click outside it; a drag draws "
+            "a box, a scribble (Shift: outside) or a lasso, as chosen; in any slice view. The mask on that slice "
+            "updates after each prompt, and prompts stay with their slice. <i>Refine the selected segment</i> "
+            "gives SAM what the segment holds there, so a click corrects it. Apply writes the preview into the "
+            "selected segment (Ctrl+Z undoes), kept out of the other segments you chose.<p>"
+            "<b>Correct and retrain</b>: after a whole-volume preview, <i>Next uncertain slice</i> shows where the "
+            "model is least sure. Fix those slices (or mark them <i>correct</i>), <i>Add to training data</i>, "
+            "then <i>Retrain</i>: the model continues from its weights on old and new slices.</html>"
         )
 
     # -- options -------------------------------------------------------------------------------
@@ -87,6 +96,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.ui.axisComboBox.addItem(label, value)
         for label, value in ((_("Add"), "add"), (_("Replace"), "replace"), (_("Intersect"), "intersect")):
             self.ui.writeModeComboBox.addItem(label, value)
+        for label, value in ((_("Box"), "box"), (_("Scribble"), "scribble"), (_("Lasso"), "lasso")):
+            self.ui.dragComboBox.addItem(label, value)
+        protect = ((_("Keep out of all"), "all"), (_("Keep out of visible"), "visible"),
+                   (_("Keep out of completed"), "completed"), (_("Editor's masking settings"), "none"))  # fmt: skip
+        for label, value in protect:
+            self.ui.protectComboBox.addItem(label, value)
         for signal, slot in (
             (self.ui.modelComboBox.currentIndexChanged, self.onModelChanged),
             (self.ui.modeComboBox.currentIndexChanged, self.updateGui),
@@ -95,6 +110,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             (self.ui.clearPromptsButton.clicked, self.onClearPrompts),
             (self.ui.cancelButton.clicked, self.onCancel),
             (self.ui.applyButton.clicked, self.onApply),
+            (self.ui.nextUncertainButton.clicked, self.onNextUncertain),
+            (self.ui.acceptSliceButton.clicked, self.onAcceptSlice),
+            (self.ui.addToTrainingButton.clicked, self.onAddToTraining),
+            (self.ui.retrainButton.clicked, self.onRetrain),
         ):
             signal.connect(slot)
             self._connections.append((signal, slot))
@@ -141,13 +160,18 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.ui.cancelButton.enabled = running
         self.ui.previewButton.enabled = not running
         self.ui.applyButton.enabled = self.previewMask is not None and not running
+        self.ui.dragComboBox.enabled = self.ui.refineSegmentCheckBox.enabled = not automatic
+        self.ui.nextUncertainButton.enabled = bool(self.uncertain)
+        self.ui.addToTrainingButton.enabled = any(self.touched.values())
+        self.ui.retrainButton.enabled = os.path.isdir(self.ui.modelComboBox.currentData or "")
 
     def activate(self):
         self.refreshModels()  # models trained since; the choice, the session and its embeddings stay
         self.updateRangeLimits()
 
     def sourceVolumeNodeChanged(self):
-        """Prompts and a preview belong to the volume they were made on (Slicer calls this since 5.4)."""
+        """Prompts, a preview and its uncertain slices belong to the volume they were made on (Slicer 5.4+)."""
+        self.uncertain = []
         self.onClearPrompts()
         self.updateRangeLimits()
 
@@ -237,21 +261,32 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
         if self.ui is None or viewWidget.className() != "qMRMLSliceWidget" or self.sourceVolume() is None:
             return False
+        prompted = self.ui.modeComboBox.currentData == "prompted"
         if eventId in (vtk.vtkCommand.MouseMoveEvent, vtk.vtkCommand.EnterEvent):
             self.lastView = viewWidget  # "the current slice" is the one in the view the user works in
+            if eventId == vtk.vtkCommand.MouseMoveEvent and prompted and self.pressXy is not None:
+                self.stroke.append(callerInteractor.GetEventPosition())  # a scribble or lasso being drawn
+                return True
             return False
-        if self.ui.modeComboBox.currentData != "prompted":
+        if not prompted:
             return False
         xy = callerInteractor.GetEventPosition()
         if eventId == vtk.vtkCommand.LeftButtonPressEvent:
-            self.pressXy = xy
+            self.pressXy, self.stroke = xy, [xy]
             return True
         if eventId == vtk.vtkCommand.LeftButtonReleaseEvent and self.pressXy is not None:
             start, self.pressXy = self.pressXy, None
-            if abs(xy[0] - start[0]) + abs(xy[1] - start[1]) > DRAG_PIXELS:
-                self.addPrompt(viewWidget, box=(start, xy))
+            label = 0 if callerInteractor.GetShiftKey() else 1
+            path, self.stroke = [*self.stroke, xy], []
+            drag = self.ui.dragComboBox.currentData
+            if abs(xy[0] - start[0]) + abs(xy[1] - start[1]) <= DRAG_PIXELS and len(path) < 4:
+                self.addPrompt(viewWidget, point=xy, label=label)
+            elif drag == "scribble":
+                self.addPrompt(viewWidget, scribble=path, label=label)
+            elif drag == "lasso":
+                self.addPrompt(viewWidget, lasso=path)
             else:
-                self.addPrompt(viewWidget, point=xy, label=0 if callerInteractor.GetShiftKey() else 1)
+                self.addPrompt(viewWidget, box=(start, xy))
             return True
         if eventId == vtk.vtkCommand.RightButtonPressEvent:
             self.addPrompt(viewWidget, point=xy, label=0)
@@ -264,11 +299,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         return rasToIjk(self.sourceVolume(), self.xyToRas(xy, viewWidget))
 
-    def addPrompt(self, viewWidget, point=None, label=1, box=None):
+    def addPrompt(self, viewWidget, point=None, label=1, box=None, scribble=None, lasso=None):
         with contextlib.suppress(Exception):  # shown by tryWithErrorDisplay already; the click stays handled
-            self._addPrompt(viewWidget, point, label, box)
+            self._addPrompt(viewWidget, point, label, box, scribble, lasso)
 
-    def _addPrompt(self, viewWidget, point, label, box):
+    def _addPrompt(self, viewWidget, point, label, box, scribble, lasso):
         from samtune.predict.prompt_book import PromptBook
 
         if not self.ensureDependencies():
@@ -276,17 +311,35 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.prompts is None:
             self.prompts = PromptBook()
         axis = self.viewAxis(viewWidget)
-        if box is not None:
-            key = self.prompts.set_box(*(self.xyToIjkContinuous(c, viewWidget) for c in box), axis=axis)
-        else:
-            key = self.prompts.add_point(self.xyToIjkContinuous(point, viewWidget), label, axis=axis)
+        with slicer.util.tryWithErrorDisplay(_("This prompt could not be used."), waitCursor=False):
+            toIjk = lambda xy: self.xyToIjkContinuous(xy, viewWidget)  # noqa: E731
+            if box is not None:
+                key = self.prompts.set_box(*(toIjk(c) for c in box), axis=axis)
+            elif scribble is not None:
+                key = self.prompts.add_scribble([toIjk(xy) for xy in scribble], label, axis=axis)
+            elif lasso is not None:
+                key = self.prompts.set_lasso([toIjk(xy) for xy in lasso], axis=axis)
+            else:
+                key = self.prompts.add_point(toIjk(point), label, axis=axis)
         self.runPrompted(*key)
+
+    def segmentSlice(self, axis, index):
+        """The selected segment on one slice (the volume's grid), for the mask input; ``None`` when empty."""
+        from SAMTuneLib.Segments import segmentMask
+
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        segmentId = parameterSetNode.GetSelectedSegmentID()
+        if not segmentId:
+            return None
+        mask = np.moveaxis(segmentMask(parameterSetNode.GetSegmentationNode(), segmentId, self.sourceVolume()), axis, 0)
+        return mask[index] if mask[index].any() else None
 
     def runPrompted(self, axis, index):
         with slicer.util.tryWithErrorDisplay(_("SAM could not segment this slice."), waitCursor=True):
             session = self.getSession(axis)
             entry = self.prompts.prompts(axis, index)
-            index, mask = session.predict_ijk(entry.points, entry.labels, box=entry.box)
+            current = self.segmentSlice(axis, index) if self.ui.refineSegmentCheckBox.checked else None
+            index, mask = session.predict_entry(entry, mask=current)
             masks = {index: mask}
             if self.ui.propagateCheckBox.checked:
                 masks.update(session.propagate(index, mask, direction=1))
@@ -318,6 +371,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             sliceRange = (self.ui.rangeStartSpinBox.value, self.ui.rangeEndSpinBox.value)
         search = SLICE_SEARCH_STEP if extent == "volume" and self.ui.sliceSearchCheckBox.checked else 0
         self.previewMask = None  # the preview node is emptied: Apply must not write what is no longer shown
+        self.previewSlices = {}  # a background run's slices are not reviewed: Apply does not mark them correct
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
             self.job = self.samtuneLogic().predict(
                 volumeNode, self.ui.modelComboBox.currentData, self.clearedPreviewNode(), wait=False,
@@ -332,6 +386,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onJobEvent(self, event):
         if self.ui is not None and self.job is not None and event["event"] == "progress":
             self.ui.progressBar.value = int(100 * self.job.client.fraction)
+        if self.ui is not None and event["event"] == "finished" and event.get("uncertain_slices"):
+            from SAMTuneLib.Geometry import gridOf
+
+            from samtune.data.slicing import resolve_axis
+
+            axis = resolve_axis(gridOf(self.sourceVolume()), self.ui.axisComboBox.currentData)
+            self.uncertain = [(axis, int(s)) for s, _score in event["uncertain_slices"]]
 
     def onJobDone(self, job):
         if job is not self.job or self.ui is None:
@@ -348,6 +409,84 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.ui.statusLabel.text = job.error or job.result.message
         self.updateGui()
 
+    def onNextUncertain(self):
+        """Show the next slice the model was least sure of (the list of the last whole-volume run)."""
+        from SAMTuneLib.Geometry import ijkToRas
+
+        if not self.uncertain:
+            return
+        axis, index = self.uncertain.pop(0)
+        volume = self.sourceVolume()
+        dims = volume.GetImageData().GetDimensions()
+        center = [(d - 1) / 2.0 for d in dims]
+        center[2 - axis] = float(index)
+        ras = ijkToRas(volume, center)
+        layoutManager = slicer.app.layoutManager()
+        for name in layoutManager.sliceViewNames():
+            widget = layoutManager.sliceWidget(name)
+            if widget is not None and widget.isVisible() and self.viewAxis(widget) == axis:
+                widget.mrmlSliceNode().JumpSliceByOffsetting(*ras)
+                self.lastView = widget
+                break
+        else:
+            slicer.util.warningDisplay(_("Show a slice view across this axis to see the slice."))
+        left = len(self.uncertain)
+        self.ui.statusLabel.text = _("Slice {index}: the model is unsure here ({n} more to check).").format(
+            index=index, n=left)  # fmt: skip
+        self.updateGui()
+
+    def markTouched(self, axis, slices):
+        volume = self.sourceVolume()
+        if volume is not None and slices:
+            self.touched.setdefault((volume.GetID(), int(axis)), set()).update(int(s) for s in slices)
+
+    def onAcceptSlice(self):
+        with slicer.util.tryWithErrorDisplay(_("No slice to mark."), waitCursor=False):
+            view = self.currentView()
+            axis = self.viewAxis(view)
+            index = self.currentSlice(view, axis)
+            self.markTouched(axis, [index])
+            count = sum(len(v) for v in self.touched.values())
+            text = _("Slice {index} marked correct; {n} slice(s) to add to the training data.")
+            self.ui.statusLabel.text = text.format(index=index, n=count)
+        self.updateGui()
+
+    def onAddToTraining(self):
+        """The corrected and accepted slices of the selected segment become rows of SAMTune's training table."""
+        volume = self.sourceVolume()
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        segmentationNode, segmentId = parameterSetNode.GetSegmentationNode(), parameterSetNode.GetSelectedSegmentID()
+        if volume is None or not segmentId:
+            slicer.util.warningDisplay(_("Select the segment you corrected first."))
+            return
+        logic = self.samtuneLogic()
+        with slicer.util.tryWithErrorDisplay(_("The corrections could not be added to the training data.")):
+            for (volumeId, axis), slices in list(self.touched.items()):
+                if volumeId == volume.GetID() and slices:
+                    case = logic.addCorrections(volume, segmentationNode, segmentId, sorted(slices), axis)
+                    del self.touched[(volumeId, axis)]
+                    text = _("{n} corrected slice(s) of {volume} are in the training table ({rows} row(s)); "
+                             "Retrain to use them.")  # fmt: skip
+                    self.ui.statusLabel.text = text.format(n=len(case.slices), volume=volume.GetName(),
+                                                           rows=len(logic.trainingCases))  # fmt: skip
+            widget = slicer.util.getModuleWidget("SAMTune")
+            if widget is not None and hasattr(widget, "refreshCases"):
+                widget.refreshCases()
+        self.updateGui()
+
+    def onRetrain(self):
+        model = self.ui.modelComboBox.currentData
+        if not self.ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Retraining could not start."), waitCursor=True):
+            job = self.samtuneLogic().retrain(model)
+            panel = slicer.util.getModuleWidget("SAMTune")
+            if panel is not None and hasattr(panel, "watchJob"):  # its progress bar, log and Cancel follow the job
+                panel.watchJob(job, _("Retraining"))
+            text = _("Retraining {model} in the background; progress in the SAMTune module.")
+            self.ui.statusLabel.text = text.format(model=os.path.basename(model))
+            job.whenDone(lambda done: self.refreshModels() if self.ui is not None else None)
+
     def onCancel(self):
         if self.job is not None and not self.job.state.done:
             self.job.cancel()  # the job drops its write: nothing lands in the preview
@@ -356,6 +495,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.prompts is not None:
             self.prompts.clear()
         self.previewMask = None
+        self.previewSlices = {}
         if self.previewNode is not None and self.previewNode.GetScene() is not None:
             slicer.mrmlScene.RemoveNode(self.previewNode)
         self.previewNode = None
@@ -388,6 +528,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for index, mask in masks.items():
             moved[index] = mask
         self.previewMask = full  # what Apply writes
+        if not keep:
+            self.previewSlices = {}
+        self.previewSlices.setdefault(session.axis, set()).update(masks)  # slices the user saw segmented
         node = self.previewNode
         if keep and node is not None and node.GetScene() is not None and PREVIEW_SEGMENT in segmentIdsByName(node):
             writeSlicesToSegment(masks, session.axis, node, self.sourceVolume(), name=PREVIEW_SEGMENT,
@@ -409,18 +552,24 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.onClearPrompts()
 
     def _apply(self):
-        from SAMTuneLib.Segments import maskToModifierLabelmap, segmentMask
+        from SAMTuneLib.Segments import combineWithSegment, maskToModifierLabelmap, protectedMask, segmentMask
 
         volume = self.sourceVolume()
         mode = self.ui.writeModeComboBox.currentData
+        protect = self.ui.protectComboBox.currentData
         mask = self.previewMask
         parameterSetNode = self.scriptedEffect.parameterSetNode()
         segmentationNode = parameterSetNode.GetSegmentationNode()
-        if mode == "intersect":
-            mask = mask & segmentMask(segmentationNode, parameterSetNode.GetSelectedSegmentID(), volume)
+        segmentId = parameterSetNode.GetSelectedSegmentID()
+        if mode == "intersect" or protect != "none":  # the segment's new content, written as a whole
+            current = segmentMask(segmentationNode, segmentId, volume)
+            kept = protectedMask(segmentationNode, segmentId, volume, protect) if protect != "none" else None
+            mask, mode = combineWithSegment(mask, current, mode, kept), "replace"
         modifier = self.scriptedEffect.defaultModifierLabelmap()  # the segmentation's geometry, as Slicer expects
         maskToModifierLabelmap(mask, volume, segmentationNode, modifier)
         self.scriptedEffect.saveStateForUndo()
         modification = (slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd if mode == "add"
                         else slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet)  # fmt: skip
         self.scriptedEffect.modifySelectedSegmentByLabelmap(modifier, modification)
+        for axis, slices in self.previewSlices.items():  # what the user prompted and looked at counts as corrected
+            self.markTouched(axis, slices)
