@@ -171,7 +171,8 @@ class TrainConfig:
         val_fraction: Fraction of cases held out for validation (case level).
         patience: Early stopping after this many validations without improvement (0 = never).
         seed: Seed of every random choice; equal seeds give equal runs on the same device.
-        empty_slices: What to do with ground-truth slices without the structure.
+        empty_slices: What to do with ground-truth slices without the structure (a fully labelled
+            case's; slices a user marked empty, e.g. corrections, are always kept unless ``drop``).
         empty_keep_fraction: Fraction of those kept with ``keep_fraction``.
         presence_weight: Weight of the presence loss (automatic mode): SAM's IoU head learns, per
             slice, whether the structure is there (binary cross-entropy against "the target has

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from samtune.data.intensity import normalize_intensity
-from samtune.data.labels import labelled_slices_from_label, select_slices, validate_structures
+from samtune.data.labels import EmptySlicePolicy, labelled_slices_from_label, select_slices, validate_structures
 from samtune.data.pipeline import prepare_slices, slice_grid
 from samtune.data.slicing import SliceConfig, extract_slices, slice_spacing
 from samtune.data.transforms import PixelNorm
@@ -100,7 +100,9 @@ def build_samples(
     grids: dict[str, object] = {}
     for n, case in enumerate(cases):
         structure_mask = case.label.array == int(case.value)
-        if not structure_mask.any() and not case.fully_labelled:  # a fully labelled case without it: a negative
+        if not structure_mask.any() and not case.fully_labelled and not case.empty_slices:
+            # a fully labelled case without the structure, or slices marked empty (corrections of false
+            # positives), are negatives; anything else with no voxel of it is a mistake
             validate_structures(
                 case.label.array, {case.structure: case.value}, source=f"label of case '{case.case_id}'"
             )
@@ -117,6 +119,9 @@ def build_samples(
         chosen = select_slices(
             per_slice, labelled=labelled, policy=empty_policy, keep_fraction=keep_fraction, seed=seed + n
         )
+        if case.empty_slices and EmptySlicePolicy.parse(empty_policy) is not EmptySlicePolicy.DROP:  # marked one by one
+            marked = [int(s) for s in case.empty_slices if not per_slice[int(s)].any()]
+            chosen = np.union1d(chosen, np.asarray(marked, dtype=np.int64))
         if len(chosen) == 0:
             continue
         normalized = normalize_intensity(case.image.array, slices.intensity)

@@ -115,3 +115,26 @@ def test_samtune_train_from_a_model(parent: Path, tmp_path: Path, capsys: pytest
     code = cli_main(["train", "--from", str(tmp_path / "nothing"), "--train-manifest", str(data / "manifest.json"),
                      "--out", str(tmp_path / "x")])  # fmt: skip
     assert code == 4 and "not a SAMTune model folder" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_corrections_that_only_remove_false_positives_are_training_data() -> None:
+    # A user corrected two slices where the model marked structure that is not there: the case's
+    # label is empty, its two slices are marked empty; they are negatives, not a mistake.
+    from samtune.errors import LabelError
+    from samtune.train import TrainConfig
+    from samtune.train.data import build_samples
+
+    image, label = make_phantom(shape=(6, 48, 48), seed=1)
+    label.array[...] = 0
+    kwargs = {"input_size": 64, "pixel_norm": "sam", "slices": TrainConfig().slices, "empty_policy": "keep_all",
+              "keep_fraction": 1.0, "seed": 0}  # fmt: skip
+    negatives = TrainingCase("corrected", image, label, structure="t", empty_slices=[1, 4])
+    samples = build_samples([negatives], **kwargs)
+    assert sorted(samples.slice_index) == [1, 4]
+    assert not samples.masks.any()
+    # Balancing empty slices against painted ones thins a fully labelled volume's background, never
+    # the slices a user marked one by one.
+    balanced = build_samples([negatives], **{**kwargs, "empty_policy": "balanced"})
+    assert sorted(balanced.slice_index) == [1, 4]
+    with pytest.raises(LabelError, match="empty"):  # nothing painted and nothing marked: refused as before
+        build_samples([TrainingCase("unlabelled", image, label, structure="t")], **kwargs)
