@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from report_loop import correction_loop_section  # noqa: E402
 from report_speed import gpu_section, int8_section, scaling_section, volume_speed_section  # noqa: E402
 from report_study import pictures_section, study_section  # noqa: E402
 
@@ -323,6 +324,7 @@ def main() -> None:
     sections: list[tuple[str, Any]] = [
         ("study_la_heart", lambda d: study_section(d, args.images, link, machine_line)),
         ("study_pictures", lambda d: pictures_section(d, machine_line)),
+        ("study_correction_loop", lambda d: correction_loop_section(d, args.images, link, machine_line)),
         ("prediction", lambda d: prediction_section(d, args.images, link)),
         ("volume_speed", lambda d: volume_speed_section(d, machine_line)),
         ("scaling", lambda d: scaling_section(d, args.images, link, machine_line)),

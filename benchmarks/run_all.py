@@ -29,6 +29,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
+QUICK_LOOP = ["--data", "{data}", "--cache-dir", "{cache}", "--arms", "worst", "random", "--rounds", "1",
+              "--seeds", "0", "--test-cases", "2"]  # fmt: skip
 #: name -> (script, needs --data, full arguments, quick arguments); ``{json}``/``{data}`` are filled in.
 BENCHMARKS: dict[str, tuple[str, bool, list[str], list[str]]] = {
     "prediction": ("bench_prediction.py", False, ["--data", "{data}"], ["--quick", "--data", "{data}"]),
@@ -58,6 +60,12 @@ BENCHMARKS: dict[str, tuple[str, bool, list[str], list[str]]] = {
         True,
         ["--data", "{data}", "--cache-dir", "{cache}"],
         ["--quick", "--data", "{data}", "--cache-dir", "{cache}"],
+    ),  # fmt: skip
+    "study_correction_loop": (
+        "study_correction_loop.py",
+        True,
+        ["--data", "{data}", "--cache-dir", "{cache}"],
+        QUICK_LOOP,
     ),  # fmt: skip
     "blo_sam_la_heart": (
         "bench_blo_sam.py",
