@@ -94,7 +94,8 @@ def run_demo(
         device: Compute device (``auto``, ``cpu``, ``cuda``...).
         seed: Seed of the phantoms and of training.
         show_progress: Draw progress bars on a terminal.
-        epochs: Training epochs (default: the ``cpu_quick`` preset's).
+        epochs: Train exactly this many epochs (default: the ``cpu_quick`` preset's epochs and its step
+            floor, ``min_steps``).
 
     Returns:
         Dice of the three predictions and the seconds each stage took.
@@ -137,7 +138,9 @@ def run_demo(
     print(f"    automatic Dice {before:.3f} (no prompt: the pretrained model segments nothing); "
           f"with a box on every slice {boxed:.3f}")  # fmt: skip
 
-    overrides: dict[str, Any] = {"device": device, "seed": seed, **({"epochs": epochs} if epochs is not None else {})}
+    overrides: dict[str, Any] = {"device": device, "seed": seed}
+    if epochs is not None:  # exactly these epochs: the preset's step floor would otherwise outlast them
+        overrides.update(epochs=epochs, min_steps=0)
     config = load_preset("cpu_quick").train_config(overrides)
     print(
         f"3/4 Fine-tuning with the cpu_quick preset ({config.epochs} epochs, decoder LoRA) on the 3 training phantoms"

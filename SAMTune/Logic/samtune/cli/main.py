@@ -203,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--out-dir", type=Path, help="folder for the phantoms, the model and the predictions (default ./samtune-demo)"
     )
-    d.add_argument("--epochs", type=int, default=None, help="training epochs (default: the cpu_quick preset's)")
+    d.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="train exactly N epochs (default: the cpu_quick preset's 20 epochs and at least 300 steps)",
+    )
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     d.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
