@@ -15,7 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from samtune.data import make_phantom, read_label, write_phantom_cases
+from samtune.data.image_io import read_volume
+from samtune.library.model_folder import load_trained_model
+from samtune.predict.config import PredictConfig
+from samtune.predict.uncertainty import rank_slices
+from samtune.predict.volume import predict_volume
 from samtune.train import TrainingCancelledError, TrainingCase, fine_tune, load_preset
+from samtune.worker.predict_job import UNCERTAIN_SLICES
 
 TRAIN_OVERRIDES = {
     "backbone": "sam_vit_b", "device": "cpu", "epochs": 6, "batch_size": 2, "lr": 0.01, "warmup_steps": 1,
@@ -103,8 +109,12 @@ def test_worker_trains_reports_json_lines_in_order_and_its_model_predicts(data: 
     assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "finished"
     assert events[0]["mode"] == "automatic"
     uncertain = events[-1]["uncertain_slices"]  # which slices to correct first, most uncertain first
-    assert 1 <= len(uncertain) <= 6 and all(0 <= s < 6 and 0 <= u <= 1 for s, u in uncertain)
-    assert [u for _, u in uncertain] == sorted((u for _, u in uncertain), reverse=True)
+    scores: dict[int, float] = {}  # the same model and image in this process: the core's own ranking
+    model, _ = load_trained_model(uninterrupted / "model", device="cpu")
+    predict_volume(model, read_volume(data / "image0.nii.gz"), PredictConfig(), uncertainty=scores)
+    expected = rank_slices(scores, UNCERTAIN_SLICES)
+    assert expected and [s for s, _ in uncertain] == [s for s, _ in expected]
+    assert [u for _, u in uncertain] == pytest.approx([u for _, u in expected], abs=1e-3)
     image0 = read_label(data / "image0-seg.nii.gz")
     assert image0.array.shape == (6, 48, 48) and events[-1]["foreground_voxels"] == int((image0.array != 0).sum())
 
