@@ -16,12 +16,15 @@ from samtune.metrics import dice
 
 pytestmark = pytest.mark.slow
 
-#: Zero-shot automatic LiteMedSAM scores 0.0 on these phantoms. BLO-SAM from 4 painted slices
-#: (30 epochs, about 45 s on 2 CPU cores) reached held-out Dice 0.76; 0.4 is the bar.
+#: Zero-shot automatic LiteMedSAM scores 0.0 on phantoms (asserted in test_litemedsam_zero_shot.py and the
+#: demo test, so not predicted again here). BLO-SAM from 4 painted slices (30 epochs) reached held-out Dice
+#: 0.76; 0.4 is the bar.
 AUTOMATIC_DICE_BOUND = 0.4
 
 
-def test_blo_sam_from_four_slices_beats_zero_shot_automatic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_blo_sam_from_four_slices_segments_an_unseen_phantom_without_prompts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     image, label = make_phantom(shape=(12, 96, 96), seed=0)
     painted = [k for k in range(label.array.shape[0]) if (label.array[k] == 1).any()][::2][:4]
     sparse = np.zeros_like(label.array)
@@ -48,9 +51,5 @@ def test_blo_sam_from_four_slices_beats_zero_shot_automatic(tmp_path: Path, caps
     assert main(["predict", "--image", str(tmp_path / "test.nii.gz"), "--out", str(out),
                  "--model", str(tmp_path / "model"), "--device", "cpu", "--quiet"]) == 0  # fmt: skip
     score = dice(read_label(out, reference=test_image).array, test_label.array == 1)
-    base = tmp_path / "zero-shot.nii.gz"
-    assert main(["predict", "--image", str(tmp_path / "test.nii.gz"), "--out", str(base),
-                 "--model", "litemedsam", "--device", "cpu", "--quiet"]) == 0  # fmt: skip
-    zero_shot = dice(read_label(base, reference=test_image).array, test_label.array == 1)
-    print(f"blo_sam: train {seconds:.0f} s, held-out automatic Dice {score:.3f} (zero-shot {zero_shot:.3f})")
-    assert score > AUTOMATIC_DICE_BOUND and score > zero_shot + AUTOMATIC_DICE_BOUND
+    print(f"blo_sam: train {seconds:.0f} s, held-out automatic Dice {score:.3f}")
+    assert score > AUTOMATIC_DICE_BOUND

@@ -6,6 +6,7 @@ tested with tiny models (unit/cli, unit/worker)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,17 @@ from samtune.train import load_preset
 pytestmark = pytest.mark.slow
 
 
-def test_the_demo_fine_tunes_and_beats_the_pretrained_model_without_prompts(tmp_path: Path, capsys):
+def test_the_demo_fine_tunes_and_beats_the_pretrained_model_without_prompts(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     folder = tmp_path / "demo"
+    # The embedding store on, in a folder of its own, as a user's demo has it (the suite switches it off).
+    monkeypatch.setenv("SAMTUNE_EMBEDDING_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("SAMTUNE_EMBEDDING_STORE_MB", "512")
+    caplog.set_level(logging.INFO, logger="samtune.predict.volume")
     # as `make demo`, but 25 epochs of 4 steps instead of the preset's floor of 300 steps (~4 min instead of ~7.5)
     assert main(["demo", "--out-dir", str(folder), "--device", "cpu", "--quiet", "--epochs", "25"]) == 0
     out = capsys.readouterr().out
@@ -37,6 +47,16 @@ def test_the_demo_fine_tunes_and_beats_the_pretrained_model_without_prompts(tmp_
         == load_preset("cpu_quick").train_config({"device": "cpu", "seed": 0, "epochs": 25, "min_steps": 0}).to_dict()
     )
     assert (folder / "data" / "manifest.json").is_file()
+    # The test phantom is encoded once: the boxed run (its prompted slices) and the fine-tuned one (the same
+    # frozen encoder) reuse the embeddings.
+    reference = read_label(folder / "data" / "test-label.nii.gz").array
+    boxed_slices = int(reference.reshape(reference.shape[0], -1).any(1).sum())
+    reuse = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Embedding store:")]
+    assert reuse == [
+        f"Embedding store: 0 slices reused, {reference.shape[0]} encoded.",
+        f"Embedding store: {boxed_slices} slices reused, 0 encoded.",
+        f"Embedding store: {reference.shape[0]} slices reused, 0 encoded.",
+    ]
     for name in ("automatic-pretrained", "box-pretrained", "automatic-fine-tuned"):
         read_label(
             folder / "predictions" / f"{name}.nii.gz", reference=read_label(folder / "data" / "test-label.nii.gz")
