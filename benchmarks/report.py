@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from report_loop import correction_loop_section  # noqa: E402
-from report_speed import gpu_section, int8_section, scaling_section, volume_speed_section  # noqa: E402
+from report_speed import decoder_section, gpu_section, int8_section, scaling_section, volume_speed_section  # noqa: E402
 from report_study import pictures_section, study_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -327,6 +327,7 @@ def main() -> None:
         ("study_correction_loop", lambda d: correction_loop_section(d, args.images, link, machine_line)),
         ("prediction", lambda d: prediction_section(d, args.images, link)),
         ("volume_speed", lambda d: volume_speed_section(d, machine_line)),
+        ("decoder", lambda d: decoder_section(d, machine_line)),
         ("scaling", lambda d: scaling_section(d, args.images, link, machine_line)),
         ("training", training_section),
         ("interactive", lambda d: interactive_section(d, " (Segment Editor effect), CPU")),

@@ -26,7 +26,7 @@ GOALS = {"vol3": (0.64, 0.82, 0.88), "vol1": (0.53, 0.75, 0.82), "s8": (0.49, 0.
 METHOD_LABEL = {
     "zero_shot_automatic": "zero-shot LiteMedSAM, automatic",
     "zero_shot_box": "zero-shot LiteMedSAM, a box from the reference on every slice (prompting's upper bound)",
-    "before": "former `decoder_refine`: decoder LoRA r4, 10 % of the empty slices",
+    "before": "former `cpu_quick`: decoder LoRA r4, 10 % of the empty slices",
     "a1_presence": "+ every empty slice (balanced) and the presence head",
     "a1_lora16": "same, LoRA rank 16",
     "a2_full_decoder": "+ balanced empty slices, the presence head, the whole mask decoder (lr 3e-4, ≥ 150 steps)",
@@ -100,6 +100,12 @@ def study_section(study: dict[str, Any], images: Path, link: str, machine_line: 
         f"Machine: {machine_line(study['machine'])}. Each slice is encoded once ({study['encoder_s_per_slice']:.2f} s "
         "per slice, ONNX Runtime fp32) and shared by all models; training time = decoder training + the encoder time "
         "of the slices the run used (what a user's run costs).",
+        *[
+            f" Runs added later (`--resume`): {', '.join(later.get('added', []))}, on "
+            f"{machine_line(later['machine'])}, {later.get('encoder_s_per_slice', 0):.2f} s per slice: compare "
+            "their training times with that in mind."
+            for later in study.get("resumed", [])
+        ],
         "",
         "Dice and NSD (1 mm) are mean ± sd over held-out volumes × repeats; the *runs* column and the per-volume table "
         "say how many repeats each cell has.",
@@ -107,8 +113,8 @@ def study_section(study: dict[str, Any], images: Path, link: str, machine_line: 
         "### Against the goals",
         "",
         "| training data | before (issue) | must reach | goal | runs | `decoder_refine` | + largest component "
-        "| NSD (1 mm) | training time (median) | peer U-Net (same time) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| NSD (1 mm) | training time (median) | no box-prompted steps (runs) | peer U-Net (same time) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for budget in BUDGET_LABEL:
         members = groups.get((budget, "decoder_refine"))
@@ -116,13 +122,15 @@ def study_section(study: dict[str, Any], images: Path, link: str, machine_line: 
             continue
         before, must, goal = GOALS.get(budget, (None, None, None))
         peer = groups.get((budget, "unet_peer"), [])
+        plain = groups.get((budget, "a2_full_decoder"), [])
+        without = f"{mean_sd(_values(plain, 'dice'))} ({len(plain)})" if plain else "–"
         dices = _values(members, "dice")
         reached = "" if must is None else (" ✓" if statistics.mean(dices) >= must else " ✗")
         lines.append(
             f"| {BUDGET_LABEL[budget]} | {before or '–'} | {must or '–'} | {goal or '–'} | {len(members)} | "
             f"{mean_sd(dices)}{reached} | "
             f"{mean_sd(_values(members, 'lcc_dice'))} | {mean_sd(_values(members, 'nsd'))} | {_time(members)} | "
-            f"{mean_sd(_values(peer, 'dice'))} |"
+            f"{without} | {mean_sd(_values(peer, 'dice'))} |"
         )
     lines += [
         "",
@@ -154,10 +162,9 @@ def _ablation(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for budget in BUDGET_LABEL:
-        for method in ABLATION:
-            members = groups.get((budget, method))
-            if not members or (budget, "before") not in groups and method != "decoder_refine_views":
-                continue
+        present = [method for method in ABLATION if (budget, method) in groups]
+        for method in present if len(present) > 1 else []:  # a budget with one training config has no ablation
+            members = groups[(budget, method)]
             fp, fn = _values(members, "fp_slices"), _values(members, "fn_slices")
             lines.append(
                 f"| {budget} | {METHOD_LABEL[method]} | {len(members)} | {mean_sd(_values(members, 'dice'))} | "

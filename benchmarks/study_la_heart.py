@@ -249,6 +249,10 @@ def main() -> None:
         if previous["test_cases"] != test_ids or previous["pool"] != pool:
             parser.error(f"{args.json} holds another split; --resume needs the same --pool and --test-cases")
         results["runs"] = previous["runs"]
+        # the earlier runs' machine stays the section's; this run's machine is recorded with what it added
+        results["machine"], results["encoder_s_per_slice"] = previous["machine"], previous.get("encoder_s_per_slice")
+        results["resumed"] = [*previous.get("resumed", []), {"machine": machine(args.threads),
+                              "methods": args.methods, "budgets": args.budgets}]  # fmt: skip
     done = {(r["method"], r["budget"], r["repeat"]) for r in results["runs"]}
 
     def save() -> None:
@@ -275,10 +279,15 @@ def main() -> None:
             test[case_id] = (embeddings, grid, label.array == 1, image.spacing[::-1])
         print(f"embeddings of {case_id}: {seconds:.0f} s (0: from the cache)", flush=True)
     per_slice = statistics.median(encode_seconds) if encode_seconds else 0.0
-    results["encoder_s_per_slice"] = per_slice
+    if "resumed" in results:
+        results["resumed"][-1]["encoder_s_per_slice"] = per_slice
+    else:
+        results["encoder_s_per_slice"] = per_slice
 
     def record(name: str, budget: str, repeat: int, per_case: dict[str, Any], **extra: Any) -> None:
         results["runs"].append({"method": name, "budget": budget, "repeat": repeat, "cases": per_case, **extra})
+        if "resumed" in results:
+            results["resumed"][-1].setdefault("added", []).append(f"{name} {budget} r{repeat}")
         save()
         mean = np.mean([v["dice"] for v in per_case.values()])
         print(f"{name} {budget} r{repeat}: Dice {mean:.3f} {extra.get('train_seconds', 0):.0f} s", flush=True)
