@@ -27,6 +27,7 @@ from samtune.models import SamModel
 from samtune.predict import PredictConfig, predict_volume
 from samtune.predict.decode import decode_automatic, mask_box
 from samtune.train import TrainConfig, TrainingCase, fine_tune
+from samtune.train.fine_tuning import ONE_CASE_PROMPT_MIX
 from samtune.train.presence import choose_presence_threshold
 
 #: Phantom slices 0, 1, 10 and 11 hold no structure (it tapers off towards both ends along k).
@@ -109,6 +110,15 @@ def test_refinement_feeds_back_the_box_of_the_automatic_mask(tmp_path: Path) -> 
                 continue
             expected, _ = loaded.decode(embeddings[b : b + 1], boxes=torch.as_tensor(box[None]))
             assert torch.allclose(refined[b], expected[0].float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("cases", [1, 2])
+def test_box_prompted_steps_on_one_case_are_warned_about(cases: int) -> None:
+    events: list[dict[str, object]] = []
+    config = _config(finetune={"method": "vanilla"}, epochs=1, val_fraction=0.0, prompt_mix=0.5)
+    fine_tune(_cases(cases), config, model=_tiny(), on_event=events.append)
+    warnings = [e["message"] for e in events if e["event"] == "log" and e.get("level") == "warning"]
+    assert warnings == (["prompt_mix 0.5" + ONE_CASE_PROMPT_MIX.split("{}", 1)[1]] if cases == 1 else [])
 
 
 def test_mask_box_is_the_box_of_the_largest_object() -> None:
