@@ -18,6 +18,8 @@ Measured in one process (medians of ``--repeats``; ratios from the same run):
   throughput, i.e. how fast the encoder could at best run here;
 * peak resident memory.
 
+``--int8-only`` measures the int8 encoders alone (``prediction_int8.json``: the report's int8 table).
+
     .venv/bin/python benchmarks/bench_prediction.py --data ../shared/data/la_heart_dev \\
         --json benchmarks/results/prediction_cpu.json
 """
@@ -236,7 +238,7 @@ def _axis() -> Any:
     return SliceConfig(axis=AXIS)
 
 
-def real_volume(data: Path, int8: dict[str, Any] | None = None) -> dict[str, Any]:
+def real_volume(data: Path, int8: dict[str, Any] | None = None, *, int8_only: bool = False) -> dict[str, Any]:
     ids = case_ids(data)
     case, painted = painted_case(ids[0], *load_case(data, ids[0]), 8)
     config = load_preset("cpu_quick").train_config(
@@ -250,8 +252,10 @@ def real_volume(data: Path, int8: dict[str, Any] | None = None) -> dict[str, Any
     reference = label.array == 1
     result["test_case"] = ids[-1]
     masks = {}
-    variants = [("torch", "torch", 0), ("onnxruntime", "onnxruntime", 0)]
-    variants += [("onnxruntime_search4", "onnxruntime", 4), ("onnxruntime_search8", "onnxruntime", 8)]
+    variants = [("onnxruntime", "onnxruntime", 0)]
+    if not int8_only:
+        variants = [("torch", "torch", 0), *variants]
+        variants += [("onnxruntime_search4", "onnxruntime", 4), ("onnxruntime_search8", "onnxruntime", 8)]
     for name, runtime, search in variants:
         encoder_runtime(model, runtime)  # conversion (cached after the first call) is not part of the figure
         config = PredictConfig(runtime=runtime, slice_search=search, slices=_axis())
@@ -269,9 +273,9 @@ def real_volume(data: Path, int8: dict[str, Any] | None = None) -> dict[str, Any
             embeddings = [torch.from_numpy(session.run(None, {"images": x[None].numpy()})[0]) for x in images]
             mask = masks_from_embeddings(model, torch.cat(embeddings), grid)  # slices along k: the array's axis 0
             value = dice(mask, reference)
-            result["int8_dice"][name] = {"dice": value, "dice_change_vs_torch": value - result["torch"]["dice"]}
+            result["int8_dice"][name] = {"dice": value, "dice_change_vs_fp32": value - result["onnxruntime"]["dice"]}
             print(f"la_heart {ids[-1]} int8 {name}: Dice {value:.4f}", flush=True)
-    for name in ("onnxruntime", "onnxruntime_search4", "onnxruntime_search8"):
+    for name in () if int8_only else ("onnxruntime", "onnxruntime_search4", "onnxruntime_search8"):
         result[name]["dice_change_vs_torch"] = result[name]["dice"] - result["torch"]["dice"]
         result[name]["voxels_differing_from_torch"] = int((masks[name] != masks["torch"]).sum())
         result[name]["speedup_vs_torch"] = result["torch"]["s"] / result[name]["s"]
@@ -285,6 +289,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch (and OpenVINO) CPU threads")
     parser.add_argument("--data", type=Path, help="la_heart_dev folder for the real-volume figures")
     parser.add_argument("--quick", action="store_true", help="2 repeats, no bf16, no whole synthetic volume")
+    parser.add_argument(
+        "--int8-only", action="store_true",
+        help="only the int8 encoders: time, embedding error, and (with --data) the Dice change on the held-out volume",
+    )  # fmt: skip
     parser.add_argument("--openvino", action="store_true", help="also time OpenVINO (sends Intel a usage event)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -293,15 +301,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = build_model("litemedsam", device="cpu")
     figures: dict[str, Any] = {"machine": machine(args.threads), "backbone": "litemedsam", "quick": args.quick}
-    figures["encoder"] = encoder_levers(model, args.repeats, args.quick, args.openvino)
-    figures["compute_bound"] = compute_bound(model)
+    if not args.int8_only:
+        figures["encoder"] = encoder_levers(model, args.repeats, args.quick, args.openvino)
+        figures["compute_bound"] = compute_bound(model)
     int8 = int8_levers(model, args.data, args.repeats)
     sessions = int8.pop("sessions")
     figures["int8_encoder"] = int8
-    if not args.quick:
+    if not args.quick and not args.int8_only:
         figures["synthetic_volume_88x256x256"] = whole_volume(model, args.volume_repeats)
     if args.data:
-        figures["la_heart_volume"] = real_volume(args.data, sessions)
+        figures["la_heart_volume"] = real_volume(args.data, sessions, int8_only=args.int8_only)
     figures["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(figures, indent=2))
     write_results(args.json, figures)

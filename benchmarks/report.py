@@ -172,6 +172,14 @@ def prediction_section(pred: dict[str, Any], images: Path, link: str) -> list[st
     return [*lines, ""]
 
 
+def int8_results_section(data: dict[str, Any]) -> list[str]:
+    """``bench_prediction.py --int8-only``: the int8 table, with its own machine line."""
+    lines = int8_section(data["int8_encoder"], data.get("la_heart_volume"))
+    lines.insert(2, f"`benchmarks/bench_prediction.py --int8-only`. Machine: {machine_line(data['machine'])}.")
+    lines.insert(3, "")
+    return [*lines, ""]
+
+
 def _speed_plot(variants: list[tuple[str, float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(variants) + 1.2), dpi=120)
     names, values = zip(*variants)
@@ -326,6 +334,7 @@ def main() -> None:
         ("study_pictures", lambda d: pictures_section(d, machine_line)),
         ("study_correction_loop", lambda d: correction_loop_section(d, args.images, link, machine_line)),
         ("prediction", lambda d: prediction_section(d, args.images, link)),
+        ("prediction_int8", int8_results_section),
         ("volume_speed", lambda d: volume_speed_section(d, machine_line)),
         ("decoder", lambda d: decoder_section(d, machine_line)),
         ("scaling", lambda d: scaling_section(d, args.images, link, machine_line)),

@@ -48,6 +48,12 @@ BENCHMARKS: dict[str, tuple[str, bool, list[str], list[str]]] = {
         ["--data", "{data}"],
         ["--data", "{data}", "--test-cases", "2", "--fp32-volumes", "1", "--cold-search", "1"],
     ),  # fmt: skip
+    "prediction_int8": (
+        "bench_prediction.py",
+        True,
+        ["--int8-only", "--data", "{data}"],
+        ["--int8-only", "--repeats", "2", "--data", "{data}"],
+    ),  # fmt: skip
     "decoder": ("bench_decoder.py", False, [], ["--repeats", "2", "--slices", "8"]),
     "scaling": ("bench_scaling.py", False, [], ["--quick"]),
     "study_pictures": (
