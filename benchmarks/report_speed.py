@@ -102,8 +102,6 @@ def int8_section(int8: dict[str, Any], real: dict[str, Any] | None) -> list[str]
         if not row:
             continue
         seen = dices.get(key)
-        if seen and "dice_change_vs_fp32" not in seen:  # results of before the comparison was with ONNX fp32
-            seen = {**seen, "dice_change_vs_fp32": seen["dice_change_vs_torch"]}
         lines.append(
             f"| {label} | {row['s_per_slice']:.3f} | {row['speedup_vs_fp32']:.2f}× "
             f"| {row['relative_embedding_error']:.3f} | {seen['dice']:.4f} | {seen['dice_change_vs_fp32']:+.4f} |"

@@ -49,7 +49,8 @@ def test_the_demo_fine_tunes_and_beats_the_pretrained_model_without_prompts(
     assert (folder / "data" / "manifest.json").is_file()
     # The test phantom is encoded once: the boxed run (its prompted slices) and the fine-tuned one (the same
     # frozen encoder) reuse the embeddings.
-    reference = read_label(folder / "data" / "test-label.nii.gz").array
+    test_label = read_label(folder / "data" / "test-label.nii.gz")
+    reference = test_label.array
     boxed_slices = int(reference.reshape(reference.shape[0], -1).any(1).sum())
     reuse = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Embedding store:")]
     assert reuse == [
@@ -58,9 +59,7 @@ def test_the_demo_fine_tunes_and_beats_the_pretrained_model_without_prompts(
         f"Embedding store: {reference.shape[0]} slices reused, 0 encoded.",
     ]
     for name in ("automatic-pretrained", "box-pretrained", "automatic-fine-tuned"):
-        read_label(
-            folder / "predictions" / f"{name}.nii.gz", reference=read_label(folder / "data" / "test-label.nii.gz")
-        )
+        read_label(folder / "predictions" / f"{name}.nii.gz", reference=test_label)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("the user's", encoding="utf-8")
     with pytest.raises(OutputError, match="not made by the demo"):

@@ -30,8 +30,8 @@ def test_onnxruntime_encoder_matches_pytorch_on_the_real_weights(tmp_path):
     prompts = boxes_from_label(label.array, axis=0)
     config = PredictConfig(runtime="torch", slices=SliceConfig(axis="k"))
     # the encoder exported above (a second export would cost ~15 s); prompted runs use no decoder runtime
-    runtimes = {"torch": (encoder_runtime(model, "torch"), decoder_runtime(model, "torch")),
-                "onnxruntime": (runtime, decoder_runtime(model, "torch"))}  # fmt: skip
+    unused_decoder = decoder_runtime(model, "torch")
+    runtimes = {"torch": (encoder_runtime(model, "torch"), unused_decoder), "onnxruntime": (runtime, unused_decoder)}
     masks = {
         name: predict_volume(model, image, config, prompts=prompts, runtimes=pair, store=False).array
         for name, pair in runtimes.items()

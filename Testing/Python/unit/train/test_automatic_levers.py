@@ -118,7 +118,7 @@ def test_box_prompted_steps_on_one_case_are_warned_about(cases: int) -> None:
     config = _config(finetune={"method": "vanilla"}, epochs=1, val_fraction=0.0, prompt_mix=0.5)
     fine_tune(_cases(cases), config, model=_tiny(), on_event=events.append)
     warnings = [e["message"] for e in events if e["event"] == "log" and e.get("level") == "warning"]
-    assert warnings == (["prompt_mix 0.5" + ONE_CASE_PROMPT_MIX.split("{}", 1)[1]] if cases == 1 else [])
+    assert warnings == ([ONE_CASE_PROMPT_MIX.format(0.5)] if cases == 1 else [])
 
 
 def test_mask_box_is_the_box_of_the_largest_object() -> None:
