@@ -93,3 +93,38 @@ def test_slicer_side_files_compile():
     effect_files = sorted((ROOT / "SegmentEditorSAMAuto").rglob("*.py"))
     for path in [CODE, *sorted((MODULE / "SAMTuneLib").glob("*.py")), *effect_files]:
         py_compile.compile(str(path), doraise=True)
+
+
+def _defaults(node: ast.ClassDef | ast.FunctionDef) -> dict[str, object]:
+    """Literal defaults of a class's annotated fields or of a function's keyword arguments."""
+    if isinstance(node, ast.ClassDef):
+        pairs = [(n.target.id, n.value) for n in node.body if isinstance(n, ast.AnnAssign) and n.value is not None]
+    else:
+        args = node.args.args + node.args.kwonlyargs
+        values = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults + node.args.kw_defaults
+        pairs = [(a.arg, v) for a, v in zip(args, values, strict=True) if v is not None]
+    return {name: ast.literal_eval(value) for name, value in pairs if isinstance(value, ast.Constant)}
+
+
+def _named(path: Path, name: str) -> ast.ClassDef | ast.FunctionDef:
+    [node] = [n for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+              if isinstance(n, ast.ClassDef | ast.FunctionDef) and n.name == name]  # fmt: skip
+    return node
+
+
+def test_a_fresh_panel_shows_the_default_presets_own_values():
+    # An untouched panel sends only what differs from its preset, so its fields must start at that preset's values.
+    from samtune.train import load_preset
+
+    fields = _defaults(_named(CODE, "SAMTuneParameterNode"))
+    config = load_preset(str(fields["preset"])).train_config()
+    shown = {name: fields[name] for name in ("epochs", "batchSize", "learningRate", "validationFraction", "seed",
+                                             "backbone", "device")}  # fmt: skip
+    assert shown == {"epochs": config.epochs, "batchSize": config.batch_size, "learningRate": config.lr,
+                     "validationFraction": config.val_fraction, "seed": config.seed, "backbone": config.backbone,
+                     "device": config.device}  # fmt: skip
+    # the console's logic.train and the job runner default to the same preset
+    logic = _named(CODE, "SAMTuneLogic").body
+    logic_train = next(n for n in logic if isinstance(n, ast.FunctionDef) and n.name == "train")
+    assert _defaults(logic_train)["preset"] == fields["preset"]
+    assert _defaults(_named(MODULE / "SAMTuneLib" / "Jobs.py", "train"))["preset"] == fields["preset"]
