@@ -49,8 +49,7 @@ def _load(ui: Path) -> set[str]:
 
 
 def _parameter_fields() -> dict[str, str]:
-    tree = ast.parse(CODE.read_text(encoding="utf-8"))
-    [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SAMTuneParameterNode"]
+    cls = _named(CODE, "SAMTuneParameterNode")
     assert any(ast.unparse(d) == "parameterNodeWrapper" for d in cls.decorator_list)
     fields = {}
     for node in cls.body:
@@ -96,19 +95,22 @@ def test_slicer_side_files_compile():
 
 
 def _defaults(node: ast.ClassDef | ast.FunctionDef) -> dict[str, object]:
-    """Literal defaults of a class's annotated fields or of a function's keyword arguments."""
+    """Literal defaults of a class's annotated fields or of a function's arguments."""
     if isinstance(node, ast.ClassDef):
         pairs = [(n.target.id, n.value) for n in node.body if isinstance(n, ast.AnnAssign) and n.value is not None]
-    else:
-        args = node.args.args + node.args.kwonlyargs
-        values = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults + node.args.kw_defaults
-        pairs = [(a.arg, v) for a, v in zip(args, values, strict=True) if v is not None]
-    return {name: ast.literal_eval(value) for name, value in pairs if isinstance(value, ast.Constant)}
+    else:  # positional defaults belong to the last positional arguments
+        args = node.args
+        given = [*zip(args.args[::-1], args.defaults[::-1]), *zip(args.kwonlyargs, args.kw_defaults)]
+        pairs = [(a.arg, v) for a, v in given if v is not None]
+    return {name: value.value for name, value in pairs if isinstance(value, ast.Constant)}
 
 
-def _named(path: Path, name: str) -> ast.ClassDef | ast.FunctionDef:
-    [node] = [n for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-              if isinstance(n, ast.ClassDef | ast.FunctionDef) and n.name == name]  # fmt: skip
+def _named(path: Path, name: str, within: str | None = None) -> ast.ClassDef | ast.FunctionDef:
+    """The class ``name`` of ``path``, or with ``within`` the method ``name`` of class ``within``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    scope = tree.body if within is None else _named(path, within).body
+    kind = ast.ClassDef if within is None else ast.FunctionDef
+    [node] = [n for n in scope if isinstance(n, kind) and n.name == name]
     return node
 
 
@@ -124,7 +126,6 @@ def test_a_fresh_panel_shows_the_default_presets_own_values():
                      "validationFraction": config.val_fraction, "seed": config.seed, "backbone": config.backbone,
                      "device": config.device}  # fmt: skip
     # the console's logic.train and the job runner default to the same preset
-    logic = _named(CODE, "SAMTuneLogic").body
-    logic_train = next(n for n in logic if isinstance(n, ast.FunctionDef) and n.name == "train")
-    assert _defaults(logic_train)["preset"] == fields["preset"]
-    assert _defaults(_named(MODULE / "SAMTuneLib" / "Jobs.py", "train"))["preset"] == fields["preset"]
+    assert _defaults(_named(CODE, "train", within="SAMTuneLogic"))["preset"] == fields["preset"]
+    jobs = MODULE / "SAMTuneLib" / "Jobs.py"
+    assert _defaults(_named(jobs, "train", within="JobRunner"))["preset"] == fields["preset"]
