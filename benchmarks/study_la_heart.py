@@ -90,6 +90,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "decoder_refine": ("cpu_quick", DECODER_REFINE),
     "decoder_refine_views": ("cpu_quick", {**DECODER_REFINE, "cached_views": 2}),
     "decoder_refine_val": ("cpu_quick", {**DECODER_REFINE, "val_fraction": 0.34}),
+    "cpu_quick": ("cpu_quick", {}),
+    "cpu_auto": ("cpu_auto", {}),
     "blo_sam": ("blo_sam", {}),
     "unet_peer": ("", {}),
 }
@@ -128,21 +130,21 @@ def variant_masks(model: SamModel, embeddings: torch.Tensor, grid: Any, batch: i
     """Automatic masks of every prediction variant, from one plain pass and one refined pass."""
     model.eval()
     plain, refined, scores = [], [], []
-    passes = min(1, model.refine_passes)
+    passes = model.refine_passes
     for start in range(0, embeddings.shape[0], batch):
         first, low_res, score = automatic_passes(model, embeddings[start : start + batch].float(), refine=passes)
         plain.append(first)
         refined.append(low_res)
         scores.append(score.float())
     score = torch.cat(scores)
-    logits_of = {0: torch.cat(plain), 1: torch.cat(refined)}
+    logits_of = {0: torch.cat(plain), passes: torch.cat(refined)}
     out: dict[str, np.ndarray] = {}
     for name, (presence, refine, lcc) in VARIANTS.items():
         logits = logits_of[model.refine_passes if refine is None else refine]
         threshold = model.presence_threshold if presence is None else presence
         masks = grid.logits_to_masks(gate_logits(logits, score, threshold) if threshold else logits)
         out[name] = keep_largest_component(masks) if lcc else masks
-    if model.refine_passes:  # lever 5, measured here before it is built: boxes smoothed across slices
+    if model.refine_passes and model.box_decoder is None:  # lever 5, measured before it is built: smoothed boxes
         context = context_refined(model, embeddings, logits_of[0], score, model.presence_threshold or 0.0)
         out["context"] = grid.logits_to_masks(context)
         out["context_lcc"] = keep_largest_component(out["context"])

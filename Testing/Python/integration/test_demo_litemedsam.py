@@ -46,6 +46,8 @@ def test_the_demo_fine_tunes_and_beats_the_pretrained_model_without_prompts(
         card["training"]
         == load_preset("cpu_quick").train_config({"device": "cpu", "seed": 0, "epochs": 25, "min_steps": 0}).to_dict()
     )
+    # Trained without boxes, it refines its masks with the pretrained decoder it kept (rebuilt when loaded).
+    assert card["automatic"]["refine"] == 2 and card["automatic"]["refine_decoder"] == "pretrained"
     assert (folder / "data" / "manifest.json").is_file()
     # The test phantom is encoded once: the boxed run (its prompted slices) and the fine-tuned one (the same
     # frozen encoder) reuse the embeddings.

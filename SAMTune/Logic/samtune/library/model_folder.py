@@ -134,6 +134,9 @@ def load_trained_model(
         finetune = config_from_dict(FineTuneConfig, finetune_fields, where="training.finetune")
     except ConfigurationError as error:
         raise WeightsError(f"The model card of '{folder}' is damaged: {error}") from error
+    automatic: dict[str, Any] = card["automatic"] if isinstance(card.get("automatic"), dict) else {}
+    if automatic.get("refine_decoder") == "pretrained":  # refined by the backbone's decoder, as trained
+        model.keep_box_decoder()
     apply_finetuning(model, finetune)
     state = load_checkpoint(folder / MODEL_WEIGHTS)
     parameters = dict(model.named_parameters())
@@ -153,7 +156,6 @@ def load_trained_model(
     with torch.no_grad():
         for name, value in state.items():
             parameters[name].copy_(value)
-    automatic: dict[str, Any] = card["automatic"] if isinstance(card.get("automatic"), dict) else {}
     if automatic.get("presence_threshold") is not None:
         model.presence_threshold = float(automatic["presence_threshold"])
     model.refine_passes = int(automatic.get("refine") or 0)

@@ -174,11 +174,15 @@ class DecoderRuntime:
         name: ``torch`` or ``onnxruntime``: what actually runs.
         reason: Why this runtime was chosen.
         decode: See :data:`DecodeFunction` (SAM's single-mask output).
+        refine: The decoder of automatic mode's refinement passes: the model's pretrained decoder
+            (:attr:`SamModel.box_decoder`) in the same runtime when it kept one, else ``None``
+            (refinement runs ``decode``).
     """
 
     name: str
     reason: str
     decode: DecodeFunction
+    refine: DecodeFunction | None = None
 
     def __call__(
         self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None
@@ -204,8 +208,16 @@ def decoder_runtime(model: SamModel, runtime: str = "auto", *, cache_dir: str | 
     ONNX Runtime ran LiteMedSAM's mask decoder 1.9x faster than PyTorch on the 2-core development
     machine (45 vs 85 ms per slice), which is most of a whole-volume prediction whose embeddings are
     stored. Two graphs are exported (no prompt; one box), checked against PyTorch once, and cached
-    under the fingerprint of the decoder's weights (:func:`decoder_fingerprint`).
+    under the fingerprint of the decoder's weights (:func:`decoder_fingerprint`). A model that kept
+    its pretrained decoder (:attr:`SamModel.box_decoder`) gets that decoder too, as ``refine``.
     """
+    main = _decoder_runtime(model, runtime, cache_dir)
+    if model.box_decoder is not None:
+        main.refine = _decoder_runtime(model.box_decoder, runtime, cache_dir).decode
+    return main
+
+
+def _decoder_runtime(model: SamModel, runtime: str, cache_dir: str | Path | None) -> DecoderRuntime:
     runtime = str(runtime).lower()
     if runtime not in RUNTIMES:
         raise ConfigurationError(f"Unknown decoder runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}.")

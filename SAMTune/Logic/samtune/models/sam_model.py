@@ -67,8 +67,30 @@ class SamModel(nn.Module):
         #: mask is dropped; set for models trained with a presence head, ``None`` otherwise.
         self.presence_threshold: float | None = None
         #: Automatic mode: self-prompting passes (the box around the mask fed back) by default;
-        #: 1 for models trained to answer boxes too, 0 otherwise.
+        #: 1 for models trained to answer boxes too, 2 for models refined by :attr:`box_decoder`.
         self.refine_passes: int = 0
+        #: The backbone's own prompt encoder and mask decoder, frozen before fine-tuning
+        #: (:meth:`keep_box_decoder`): refinement passes ask it, given the box around the fine-tuned
+        #: model's mask; ``None`` = refinement asks the fine-tuned decoder.
+        self.box_decoder: SamModel | None = None
+
+    def keep_box_decoder(self) -> SamModel:
+        """Freeze a copy of the prompt encoder and mask decoder as they are now as :attr:`box_decoder`.
+
+        Called before fine-tuning, it keeps the pretrained decoder, which answers a box the way it
+        was trained to, for refining the automatic masks of a decoder fine-tuned without boxes.
+        """
+        import copy
+
+        if self.box_decoder is None:
+            reference = SamModel(
+                nn.Identity(), copy.deepcopy(self.prompt_encoder), copy.deepcopy(self.mask_decoder),
+                name=self.name, family=self.family, input_size=self.input_size, pixel_norm=self.pixel_norm,
+                tiny=self.tiny,
+            )  # fmt: skip
+            reference.requires_grad_(False)
+            self.box_decoder = reference.to(self.device).eval()
+        return self.box_decoder
 
     @property
     def device(self) -> torch.device:

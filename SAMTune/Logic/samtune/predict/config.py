@@ -46,8 +46,9 @@ class PredictConfig:
             below this. ``None`` = the model's own threshold (chosen on validation data when it was
             trained with a presence head; models without one keep every mask); ``0`` = keep every mask.
         refine: Automatic mode: self-prompting passes, each feeding the box around a slice's mask
-            back to the decoder (decoder time only). ``None`` = the model's own (1 for models
-            trained to answer boxes too, else 0).
+            back to a decoder (decoder time only): the pretrained one the model kept, or its own
+            when it was trained to answer boxes. ``None`` = the model's own (2 for models refined
+            by their pretrained decoder, 1 for models trained to answer boxes, 0 for older models).
     """
 
     threshold: float = option(0.5, help="foreground probability threshold")
@@ -76,8 +77,8 @@ class PredictConfig:
     )  # fmt: skip
     refine: int | None = option(
         None, metavar="N",
-        help="automatic mode: refinement passes that feed the box around each mask back to the model "
-        "(default: the model's own, 1 for models trained with boxes; 0 = off)",
+        help="automatic mode: refinement passes that feed the box around each mask back to a decoder, the "
+        "pretrained one the model kept or its own (default: the model's own, 2 or 1; 0 = off)",
     )  # fmt: skip
 
     def __post_init__(self) -> None:

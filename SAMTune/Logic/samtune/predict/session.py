@@ -179,7 +179,10 @@ class PredictorSession:
             if self._decoder is None:
                 self._decoder = decoder_runtime(self.model, self._runtime_name)
             # The model's own presence threshold and refinement passes.
-            low_res = decode_automatic(self.model, embedding, threshold=self.threshold, decode=self._decoder.decode)
+            low_res = decode_automatic(
+                self.model, embedding, threshold=self.threshold, decode=self._decoder.decode,
+                refine_decode=self._decoder.refine,
+            )  # fmt: skip
         elif prompt.is_empty:
             return np.zeros(self._slice_shape(), dtype=bool)
         else:

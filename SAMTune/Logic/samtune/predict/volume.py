@@ -163,7 +163,8 @@ def predict_volume(
         embeddings = encode(images.to(device)).to(device)
         if decoder is not None:
             settings = {"presence_threshold": config.presence_threshold, "refine": config.refine,
-                        "threshold": config.threshold, "decode": decoder.decode}  # fmt: skip
+                        "threshold": config.threshold, "decode": decoder.decode,
+                        "refine_decode": decoder.refine}  # fmt: skip
             if uncertainty is None:
                 low_res = decode_automatic(model, embeddings, **settings)  # type: ignore[arg-type]
             else:

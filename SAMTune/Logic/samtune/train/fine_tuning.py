@@ -18,6 +18,7 @@ from samtune.models.builders import build_model, build_tiny_model
 from samtune.models.device import resolve_device
 from samtune.models.sam_model import SamModel
 from samtune.peft.apply import apply_finetuning
+from samtune.predict.decode import BOX_DECODER_PASSES
 from samtune.train.bilevel import BiLevelTrainer
 from samtune.train.checkpoint_store import CheckpointStore
 from samtune.train.config import Optimiser, TrainConfig
@@ -66,11 +67,14 @@ def _summary(train: SliceSamples, val: SliceSamples | None, cases: Sequence[Trai
     }
 
 
-def _automatic_defaults(trainer: Trainer) -> dict[str, Any]:
+def _automatic_defaults(trainer: Trainer, model: SamModel) -> dict[str, Any]:
     """How the trained model predicts in automatic mode (the model card's ``automatic``): its presence
-    threshold (chosen on the validation slices when there are any) and its refinement passes."""
+    threshold (chosen on the validation slices when there are any), its refinement passes, and
+    whether they ask the pretrained decoder kept before fine-tuning (``refine_decoder``)."""
     config = trainer.config
     out: dict[str, Any] = {"presence_threshold": None, "refine": 1 if config.prompt_mix > 0 else 0}
+    if model.box_decoder is not None:
+        out["refine"], out["refine_decoder"] = BOX_DECODER_PASSES, "pretrained"
     if config.presence_weight <= 0:
         return out
     out["presence_threshold"], out["threshold_from"] = DEFAULT_PRESENCE_THRESHOLD, "default"
@@ -211,6 +215,10 @@ def fine_tune(
         model = build_model(config.backbone, weights=backbone_weights, device=device)
     else:
         model.to(device)
+    if config.prompt_mix > 0:  # the model answers boxes itself: its own decoder refines
+        model.box_decoder = None
+    elif lineage is None and not tiny:  # before fine-tuning; a parent kept its own, and tiny random
+        model.keep_box_decoder()  # configurations have no pretrained decoder that answers boxes
     if lineage is None:  # a parent's method is in place, with its trained weights
         with torch.random.fork_rng(devices=[]):  # adapter initialisation follows the run's seed
             torch.manual_seed(config.seed)
@@ -282,7 +290,7 @@ def fine_tune(
     )  # fmt: skip
     trainer.load_best(result)
     model.eval()
-    automatic = _automatic_defaults(trainer)
+    automatic = _automatic_defaults(trainer, model)
     model.presence_threshold, model.refine_passes = automatic["presence_threshold"], automatic["refine"]
     summary = _summary(train, val, cases)
     folder = None

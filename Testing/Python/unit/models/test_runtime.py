@@ -166,3 +166,24 @@ def test_the_onnxruntime_decoder_equals_torch_with_and_without_a_box(model, tmp_
     with torch.no_grad():
         torch.testing.assert_close(updated(embeddings)[0], model.decode(embeddings)[0], atol=1e-4, rtol=1e-4)
     assert decoder_runtime(model, "auto").name == "torch"  # tiny configurations stay in PyTorch
+
+
+def test_a_kept_pretrained_decoder_refines_in_the_same_runtime(tmp_path):
+    model = build_tiny_model("litemedsam", seed=0).eval()
+    assert decoder_runtime(model, "onnxruntime", cache_dir=tmp_path).refine is None  # nothing kept
+    model.keep_box_decoder()
+    with torch.no_grad():
+        next(model.mask_decoder.parameters()).add_(0.5)  # fine-tuned after the copy was kept
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        embeddings = model.encode(torch.randn(2, 3, model.input_size, model.input_size, generator=generator))
+    boxes = torch.tensor([[2.0, 3.0, 20.0, 25.0], [5.0, 6.0, 30.0, 31.0]])
+    fast = decoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert fast.name == "onnxruntime" and fast.refine is not None
+    with torch.no_grad():
+        want, _ = model.box_decoder.decode(embeddings, boxes=boxes)
+        torch.testing.assert_close(fast.refine(embeddings, boxes)[0], want, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(want, model.decode(embeddings, boxes=boxes)[0], atol=1e-2)
+        torch.testing.assert_close(decoder_runtime(model, "torch").refine(embeddings, boxes)[0], want)
+    # The kept decoder is the unmodified one: its export is the one made before, reused.
+    assert len(list(tmp_path.iterdir())) == 2

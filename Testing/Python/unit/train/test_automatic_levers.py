@@ -3,7 +3,8 @@
 - presence: a model trained with the presence head on true negatives leaves empty phantom slices
   empty, where the former default (10 % of the negatives, no presence head) marks them;
 - refinement: a model trained to answer boxes too feeds the box around its automatic mask back,
-  and the card carries the choice to the loaded model;
+  and the card carries the choice to the loaded model; a model trained without boxes feeds it to
+  the decoder it started from, frozen (the pretrained one), widened by the margin;
 - cached views: augmented views join the embedding cache, encoded once;
 - min_steps: a few slices get more epochs.
 """
@@ -25,7 +26,7 @@ from samtune.errors import ConfigurationError
 from samtune.library import load_trained_model, read_model_card
 from samtune.models import SamModel
 from samtune.predict import PredictConfig, predict_volume
-from samtune.predict.decode import decode_automatic, mask_box
+from samtune.predict.decode import BOX_DECODER_MARGIN, BOX_DECODER_PASSES, decode_automatic, mask_box
 from samtune.train import TrainConfig, TrainingCase, fine_tune
 from samtune.train.fine_tuning import ONE_CASE_PROMPT_MIX
 from samtune.train.presence import choose_presence_threshold
@@ -65,10 +66,12 @@ def test_presence_head_leaves_empty_slices_empty(pretrained: dict[str, torch.Ten
     former = fine_tune(train, _config(**settings, **FORMER), model=_base(pretrained))
     presence = fine_tune(train, _config(**settings, **PRESENCE), model=_base(pretrained))
     assert former.model.presence_threshold is None
+    assert former.model.box_decoder is None  # a tiny base: no pretrained decoder that answers boxes
     assert presence.model.presence_threshold is not None  # chosen on the validation case's slices
-    former_marked, empty = _empty_slices_marked(former.model, held_out)
-    presence_marked, _ = _empty_slices_marked(presence.model, held_out)
-    ungated = PredictConfig(presence_threshold=0.0)  # the same model, the gate switched off
+    one_pass = PredictConfig(refine=0)  # the presence lever alone (refinement is measured on its own)
+    former_marked, empty = _empty_slices_marked(former.model, held_out, one_pass)
+    presence_marked, _ = _empty_slices_marked(presence.model, held_out, one_pass)
+    ungated = PredictConfig(presence_threshold=0.0, refine=0)  # the same model, the gate switched off
     ungated_marked = sum(_empty_slices_marked(presence.model, [c], ungated)[0] for c in held_out)
     assert empty == 8
     assert former_marked >= 2, f"the former default marked {former_marked} of {empty} empty slices"
@@ -95,10 +98,10 @@ def test_refinement_feeds_back_the_box_of_the_automatic_mask(tmp_path: Path) -> 
     train = _cases(2)
     config = _config(finetune={"method": "vanilla"}, epochs=4, lr=0.002, val_fraction=0.0, prompt_mix=0.5)
     outcome = fine_tune(train, config, model=_tiny(), out_dir=tmp_path / "model")
-    assert outcome.model.refine_passes == 1
+    assert outcome.model.refine_passes == 1 and outcome.model.box_decoder is None  # it answers boxes itself
     assert read_model_card(tmp_path / "model")["automatic"]["refine"] == 1
     loaded, _ = load_trained_model(tmp_path / "model")
-    assert loaded.refine_passes == 1 and loaded.presence_threshold is None
+    assert loaded.refine_passes == 1 and loaded.presence_threshold is None and loaded.box_decoder is None
     embeddings = loaded.encode(torch.randn(2, 3, loaded.input_size, loaded.input_size))
     with torch.no_grad():
         plain = decode_automatic(loaded, embeddings, refine=0)
@@ -110,6 +113,46 @@ def test_refinement_feeds_back_the_box_of_the_automatic_mask(tmp_path: Path) -> 
                 continue
             expected, _ = loaded.decode(embeddings[b : b + 1], boxes=torch.as_tensor(box[None]))
             assert torch.allclose(refined[b], expected[0].float(), atol=1e-5)
+
+
+def _decoder_state(model: SamModel) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("mask_decoder.", "prompt_encoder."))}
+
+
+def test_a_model_trained_without_boxes_is_refined_by_the_decoder_it_started_from(tmp_path: Path) -> None:
+    train = _cases(2)
+    model = _tiny()
+    before = _decoder_state(model)
+    # fine_tune keeps it for pretrained backbones; a tiny random one (whose decoder never learned boxes) is told to
+    model.keep_box_decoder()
+    config = _config(finetune={"method": "vanilla"}, epochs=3, lr=0.01, val_fraction=0.0)
+    outcome = fine_tune(train, config, model=model, out_dir=tmp_path / "model")
+    trained = outcome.model
+    assert trained.refine_passes == BOX_DECODER_PASSES == 2
+    assert trained.box_decoder is not None
+    kept = _decoder_state(trained.box_decoder)
+    assert kept.keys() == before.keys() and all(torch.equal(kept[k], before[k]) for k in before)  # frozen
+    assert not all(torch.equal(v, before[k]) for k, v in _decoder_state(trained).items())  # trained
+    assert not any(p.requires_grad for p in trained.box_decoder.parameters())
+    automatic = read_model_card(tmp_path / "model")["automatic"]
+    assert automatic["refine"] == 2 and automatic["refine_decoder"] == "pretrained"
+
+    loaded, _ = load_trained_model(tmp_path / "model")
+    assert loaded.refine_passes == 2 and loaded.box_decoder is not None
+    reloaded = _decoder_state(loaded.box_decoder)
+    assert all(torch.equal(reloaded[k], before[k]) for k in before)  # rebuilt from the same base
+    embeddings = loaded.encode(torch.randn(3, 3, loaded.input_size, loaded.input_size))
+    with torch.no_grad():
+        refined = decode_automatic(loaded, embeddings)
+        expected, _ = loaded.decode(embeddings)  # pass 0: the fine-tuned decoder, no prompt
+        for _ in range(2):  # each pass: the widened box of the mask, to the pretrained decoder
+            for b in range(3):
+                box = mask_box((loaded.upscale_logits(expected[b : b + 1])[0, 0] > 0).numpy(), BOX_DECODER_MARGIN)
+                if box is not None:
+                    expected[b], _ = loaded.box_decoder.decode(embeddings[b : b + 1], boxes=torch.as_tensor(box[None]))
+        own = decode_automatic(loaded, embeddings, refine_decode=lambda e, b: loaded.decode(e, boxes=b))
+    assert torch.allclose(refined, expected.float(), atol=1e-5)
+    assert not torch.allclose(refined, own, atol=1e-3)  # the pretrained decoder answered, not the trained one
 
 
 @pytest.mark.parametrize("cases", [1, 2])
@@ -127,6 +170,9 @@ def test_mask_box_is_the_box_of_the_largest_object() -> None:
     mask[8:15, 10:25] = True  # large object
     assert mask_box(mask).tolist() == [10.0, 8.0, 24.0, 14.0]
     assert mask_box(np.zeros((4, 4), dtype=bool)) is None
+    # A margin moves each side out by that share of the width / height, within the mask's frame.
+    assert mask_box(mask, 0.1).tolist() == pytest.approx([8.6, 7.4, 25.4, 14.6])
+    assert mask_box(mask, 1.0).tolist() == [0.0, 2.0, 29.0, 19.0]
 
 
 def test_cached_views_are_encoded_once_with_the_originals(monkeypatch: pytest.MonkeyPatch) -> None:
