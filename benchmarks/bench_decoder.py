@@ -32,7 +32,7 @@ from samtune.data import make_phantom
 from samtune.data.pipeline import SliceConfig
 from samtune.models import build_model
 from samtune.models.embedding_store import EmbeddingStore
-from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, decoder_runtime, encoder_runtime
+from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, decoder_runtime, encoder_runtime, onnxruntime_module
 from samtune.predict import PredictConfig, predict_volume
 
 BATCH = 8
@@ -40,9 +40,7 @@ BATCH = 8
 
 def batched_sessions(model: Any, folder: Path, threads: int) -> tuple[Any, Any]:
     """The product's two decoder graphs, exported for a fixed batch of :data:`BATCH` slices."""
-    import onnxruntime as ort
-
-    ort.disable_telemetry_events()
+    ort = onnxruntime_module()
     prompt_encoder = model.prompt_encoder
     shape = (BATCH, int(prompt_encoder.embed_dim), *(int(n) for n in prompt_encoder.image_embedding_size))
     embedding = torch.randn(*shape, generator=torch.Generator().manual_seed(0))

@@ -50,7 +50,7 @@ from common import (
 from samtune.data import Volume
 from samtune.metrics import dice
 from samtune.models import build_model
-from samtune.models.runtime import encoder_runtime
+from samtune.models.runtime import encoder_runtime, onnxruntime_module
 from samtune.predict import PredictConfig, predict_volume
 from samtune.train import fine_tune, load_preset
 
@@ -120,7 +120,7 @@ def int8_levers(model: Any, data: Path | None, repeats: int) -> dict[str, Any]:
     volume (another phantom without data) and, with ``--data``, the Dice change a ``cpu_quick``
     model sees on that whole volume (``int8_dice``, filled in by :func:`real_volume`).
     """
-    import onnxruntime as ort
+    ort = onnxruntime_module()  # telemetry off before the first import
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,

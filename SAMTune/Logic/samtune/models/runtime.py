@@ -6,8 +6,8 @@ it segmented an 88-slice MRI volume 1.05x faster than PyTorch, and a noise volum
 speed not varying with the input as PyTorch's did (``docs/benchmarks.md``). It is optional:
 ``runtime="auto"`` uses it when the ``onnxruntime`` and ``onnx`` packages are installed and the model
 is on the CPU, and falls back to PyTorch otherwise (or when the export fails), saying why. ONNX
-Runtime's telemetry (collected by its official Windows builds) is switched off before any session is
-made: nothing about a user's work leaves their machine. (OpenVINO, measured equally fast, is not
+Runtime's telemetry is switched off before it is first imported (:func:`onnxruntime_module`): nothing
+about a user's machine or work leaves it. (OpenVINO, measured equally fast, is not
 used for that reason: ``import openvino`` sends a usage event to Intel unless the user opted out.)
 
 The encoder is exported once (a few seconds) into the per-user cache folder as an ONNX file (a
@@ -137,10 +137,33 @@ def _onnxruntime_problem(model: SamModel, *, explicit: bool) -> str | None:
         return f"the model is on {model.device.type}, and ONNX Runtime is used only for the CPU"
     try:
         import onnx  # noqa: F401  (the exporter writes the graph with it)
-        import onnxruntime  # noqa: F401
+
+        onnxruntime_module()
     except ImportError as error:
         return f"the optional package '{error.name}' is not installed (pip install onnxruntime onnx)"
     return None
+
+
+#: Set before ``onnxruntime`` is first imported: its telemetry client then never starts.
+TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1"}
+
+
+def onnxruntime_module() -> Any:
+    """``onnxruntime``, imported with its telemetry off. Every SAMTune import of it goes through here.
+
+    The Linux wheel of onnxruntime 1.32.0 carries Microsoft's 1DS telemetry client: importing the
+    package records a "ProcessInfo" event (a device ID kept on disk, the CPU model, the operating
+    system, the memory, container details) under ``~/.cache/Microsoft/DeveloperTools/.onnxruntime``
+    for upload to ``mobile.events.data.microsoft.com``, and ``disable_telemetry_events()`` does not
+    stop it; ``ORT_DISABLE_TELEMETRY=1`` in the environment before the import does (nothing is
+    written). The worker is started with it as well (:data:`samtune.worker.client.WORKER_ENV`), for
+    code that imports onnxruntime before SAMTune does.
+    """
+    os.environ.update(TELEMETRY_OFF)
+    import onnxruntime as ort
+
+    ort.disable_telemetry_events()
+    return ort
 
 
 def _onnxruntime(model: SamModel, cache_dir: Path) -> EncoderRuntime:
@@ -300,9 +323,7 @@ class _Graph:
 
 def _sessions(owner: torch.nn.Module, folder: Path, graphs: list[_Graph], *, what: str) -> tuple[list[Any], str]:
     """ONNX Runtime sessions of ``graphs``: loaded from ``folder``, or exported into it and checked once."""
-    import onnxruntime as ort
-
-    ort.disable_telemetry_events()
+    ort = onnxruntime_module()
     exported = not all((folder / graph.file).is_file() for graph in graphs)
     was_training = owner.training
     owner.eval()

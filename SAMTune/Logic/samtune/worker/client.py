@@ -84,8 +84,9 @@ class JobResult:
         return self.run_dir is not None and self.state in (JobState.CANCELLED, JobState.FAILED)
 
 
-#: Environment the worker must run with: unbuffered, UTF-8 output (what the reader decodes).
-WORKER_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+#: Environment the worker must run with: unbuffered, UTF-8 output (what the reader decodes), and
+#: ONNX Runtime's telemetry off from the start (see :func:`samtune.models.runtime.onnxruntime_module`).
+WORKER_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "ORT_DISABLE_TELEMETRY": "1"}
 
 Launcher = Callable[[Sequence[str], dict[str, str]], Any]
 """``launcher(args, env_updates)`` -> a ``Popen``-like object with text ``stdout`` (stderr merged)."""

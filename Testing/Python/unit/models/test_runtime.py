@@ -4,7 +4,10 @@ fingerprint, and everything falls back to PyTorch cleanly when OpenVINO cannot b
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from samtune.models.runtime import decoder_fingerprint, decoder_runtime, encoder
 from samtune.peft.conv_lora import ConvLoRAQKV
 from samtune.predict import PredictConfig, predict_volume
 from samtune.predict.session import PredictorSession
+from samtune.worker.client import WORKER_ENV
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is part of the development requirements")
 
@@ -187,3 +191,47 @@ def test_a_kept_pretrained_decoder_refines_in_the_same_runtime(tmp_path):
         torch.testing.assert_close(decoder_runtime(model, "torch").refine(embeddings, boxes)[0], want)
     # The kept decoder is the unmodified one: its export is the one made before, reused.
     assert len(list(tmp_path.iterdir())) == 2
+
+
+def _files_written_by(code: str, home: Path, env_updates: dict[str, str] | None = None) -> list[Path]:
+    """Run ``code`` in a fresh Python whose home (and cache) is ``home``; the files it left there."""
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}  # as on a user's machine
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **(env_updates or {}))
+    home.mkdir()
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, capture_output=True)
+    return [path for path in home.rglob("*") if path.is_file()]
+
+
+def test_onnx_runtime_is_imported_with_its_telemetry_off(tmp_path):
+    # What the pinned wheel does on its own: importing it queues a "ProcessInfo" event with a device ID for upload.
+    plain = _files_written_by("import onnxruntime", tmp_path / "plain")
+    assert "onnxruntime.db" in {path.name for path in plain}, "onnxruntime no longer records telemetry on import"
+    # SAMTune's import, and running a session (the tiny encoder's export and check), leave nothing else.
+    home = tmp_path / "samtune"
+    code = (
+        "import torch\n"
+        "from samtune.models import build_tiny_model\n"
+        "from samtune.models.runtime import encoder_runtime\n"
+        "model = build_tiny_model('litemedsam', seed=0).eval()\n"
+        f"runtime = encoder_runtime(model, 'onnxruntime', cache_dir={str(home / 'runtime')!r})\n"
+        "runtime(torch.zeros(1, 3, model.input_size, model.input_size))\n"
+    )
+    left = _files_written_by(code, home)
+    assert left and all(path.is_relative_to(home / "runtime") for path in left), left
+    # The worker's environment keeps it off even for code that imports onnxruntime before SAMTune does.
+    assert _files_written_by("import onnxruntime", tmp_path / "worker", WORKER_ENV) == []
+
+
+def test_the_product_imports_onnx_runtime_only_through_the_telemetry_switch():
+    import re
+
+    import samtune.models.runtime as runtime
+
+    product = Path(runtime.__file__).resolve().parents[3]  # SAMTune/: the core, the Slicer module and its library
+    pattern = re.compile(r"^\s*(import onnxruntime|from onnxruntime)", re.MULTILINE)
+    importers = {path.relative_to(product).as_posix(): len(pattern.findall(path.read_text(encoding="utf-8")))
+                 for path in product.rglob("*.py") if pattern.search(path.read_text(encoding="utf-8"))}  # fmt: skip
+    assert importers == {"Logic/samtune/models/runtime.py": 1}
+    source = Path(runtime.__file__).read_text(encoding="utf-8")
+    helper = source[source.index("def onnxruntime_module") :]
+    assert pattern.search(helper[: helper.index("\ndef ")]) and "os.environ.update(TELEMETRY_OFF)" in helper
