@@ -9,6 +9,9 @@ over ``--slices`` random embeddings):
 * the same graphs exported for a fixed batch of 8 slices, run 8 at a time (the lever in question;
   never used by the product);
 * PyTorch at batch 1 and batch 8;
+* a refined slice as automatic prediction decodes it (one automatic pass, two box passes, each in its
+  own session as the fine-tuned and the pretrained decoder are), with ONNX Runtime's threads spinning
+  after each run (its default) and not (the product's setting);
 * a warm ``predict_volume`` of an 88-slice 256 x 256 phantom (embeddings stored first, pretrained
   model: one automatic pass per slice, nothing found, so no refinement) end to end, and the share of
   it the decoder is (88 x the product decoder's time per slice).
@@ -47,6 +50,7 @@ def batched_sessions(model: Any, folder: Path, threads: int) -> tuple[Any, Any]:
     boxes = torch.tensor([[0.2, 0.25, 0.7, 0.8]]).repeat(BATCH, 1) * model.input_size
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the product's sessions
     sessions = []
     for name, module, example, inputs in (
         ("automatic", _AutomaticDecoder(model), (embedding,), ["embeddings"]),
@@ -62,6 +66,20 @@ def batched_sessions(model: Any, folder: Path, threads: int) -> tuple[Any, Any]:
                               output_names=["logits", "scores"], dynamic_axes=axes)  # fmt: skip
         sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
     return sessions[0], sessions[1]
+
+
+def spinning_sessions(folder: Path, threads: int, spin: bool) -> tuple[Any, Any]:
+    """The product's exported automatic and box graphs (under ``folder``) in two sessions, spinning or not."""
+    ort = onnxruntime_module()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    exported = next(folder.glob("*-onnx-decoder"))
+    return tuple(  # type: ignore[return-value]
+        ort.InferenceSession(str(exported / name), options, providers=["CPUExecutionProvider"])
+        for name in ("automatic.onnx", "box.onnx")
+    )
 
 
 def main() -> None:
@@ -105,6 +123,16 @@ def main() -> None:
                 timed("onnx_automatic_batch8", lambda: in_eights(automatic8, False))
                 timed("onnx_box_batch1", lambda: product(embeddings, boxes))
                 timed("onnx_box_batch8", lambda: in_eights(box8, True))
+            for spin in (True, False, True, False):  # interleaved, as above
+                automatic, box = spinning_sessions(Path(folder), args.threads, spin)
+
+                def refined(automatic: Any = automatic, box: Any = box) -> None:
+                    for i in range(n):
+                        automatic.run(None, {"embeddings": e[i : i + 1]})
+                        for _ in range(2):
+                            box.run(None, {"embeddings": e[i : i + 1], "boxes": b[i : i + 1]})
+
+                timed(f"onnx_refined_slice_{'spinning' if spin else 'not_spinning'}", refined)
             timed("torch_automatic_batch1", lambda: [model.decode(embeddings[i : i + 1]) for i in range(n)])
             timed(
                 "torch_automatic_batch8", lambda: [model.decode(embeddings[i : i + BATCH]) for i in range(0, n, BATCH)]
@@ -127,6 +155,7 @@ def main() -> None:
         "batch8_max_abs_diff": difference,
         "warm_88_slices_s": warm,
         "decoder_share_of_warm": decoder_share,
+        "spinning_off_speedup": rows["onnx_refined_slice_spinning"] / rows["onnx_refined_slice_not_spinning"],
         "batch8_speedup": {
             kind: rows[f"onnx_{kind}_batch1"] / rows[f"onnx_{kind}_batch8"] for kind in ("automatic", "box")
         },

@@ -205,4 +205,13 @@ def decoder_section(data: dict[str, Any], machine_line: Any) -> list[str]:
         f"{100 * data['decoder_share_of_warm']:.0f} % of it the decoder (88 × its time per slice).",
         "",
     ]
+    if "spinning_off_speedup" in data:
+        lines += [
+            "A refined slice (one automatic pass and two box passes, in two sessions as the fine-tuned and the "
+            f"pretrained decoder are): {ms('onnx_refined_slice_spinning')} ms with ONNX Runtime's threads spinning "
+            f"after each run (its default), {ms('onnx_refined_slice_not_spinning')} ms without (the product's "
+            f"setting since 2026-12-04): {data['spinning_off_speedup']:.2f}×. One session's spinning threads hold "
+            "the cores the next session needs.",
+            "",
+        ]
     return lines

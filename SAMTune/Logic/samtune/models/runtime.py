@@ -334,6 +334,12 @@ def _sessions(owner: torch.nn.Module, folder: Path, graphs: list[_Graph], *, wha
         options.intra_op_num_threads = max(1, torch.get_num_threads())
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # After a run, ONNX Runtime's threads spin for more work by default. A prediction alternates
+        # sessions (encoder, the fine-tuned decoder, the pretrained decoder of the refinement) and
+        # PyTorch between them, so one session's spinning threads took the cores from the next: on
+        # the 2 cores, one automatic and two box decoder passes took 133-153 ms with spinning, 77-91 ms
+        # without (benchmarks/bench_decoder.py, docs/benchmarks.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sessions = [
             ort.InferenceSession(str(folder / graph.file), options, providers=["CPUExecutionProvider"])
             for graph in graphs

@@ -235,3 +235,17 @@ def test_the_product_imports_onnx_runtime_only_through_the_telemetry_switch():
     source = Path(runtime.__file__).read_text(encoding="utf-8")
     helper = source[source.index("def onnxruntime_module") :]
     assert pattern.search(helper[: helper.index("\ndef ")]) and "os.environ.update(TELEMETRY_OFF)" in helper
+
+
+def test_onnx_runtime_sessions_do_not_spin_between_runs(tmp_path):
+    # A prediction alternates sessions; spinning threads of one held the cores the next needed (bench_decoder.py).
+    from samtune.models.runtime import _Graph, _sessions, onnxruntime_module
+
+    model = build_tiny_model("litemedsam", seed=0).eval()
+    encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)  # exports the graph
+    folder = next(tmp_path.glob("*-onnx"))
+    graph = _Graph("encoder.onnx", model.image_encoder, (), ("images",), ("embeddings",))  # loaded, not exported
+    (session,), _ = _sessions(model.image_encoder, folder, [graph], what="encoder")
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert isinstance(session, onnxruntime_module().InferenceSession)
