@@ -12,6 +12,9 @@ over ``--slices`` random embeddings):
 * a refined slice as automatic prediction decodes it (one automatic pass, two box passes, each in its
   own session as the fine-tuned and the pretrained decoder are), with ONNX Runtime's threads spinning
   after each run (its default) and not (the product's setting);
+* a cold ``predict_volume`` of an 88-slice 256 x 256 phantom (pretrained model, no store: every slice
+  encoded, then decoded), the product's sessions spinning and not (``runtime.SPIN_BETWEEN_RUNS``),
+  twice each, interleaved;
 * a warm ``predict_volume`` of an 88-slice 256 x 256 phantom (embeddings stored first, pretrained
   model: one automatic pass per slice, nothing found, so no refinement) end to end, and the share of
   it the decoder is (88 x the product decoder's time per slice).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ from common import machine, median_seconds, write_results
 
 from samtune.data import make_phantom
 from samtune.data.pipeline import SliceConfig
-from samtune.models import build_model
+from samtune.models import build_model, runtime
 from samtune.models.embedding_store import EmbeddingStore
 from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, decoder_runtime, encoder_runtime, onnxruntime_module
 from samtune.predict import PredictConfig, predict_volume
@@ -142,6 +146,17 @@ def main() -> None:
         store = EmbeddingStore(Path(folder) / "store", max_bytes=1 << 30)
         config = PredictConfig(slices=SliceConfig(axis="k"))
         runtimes = (encoder_runtime(model, "onnxruntime", cache_dir=folder), product)
+        cold: dict[str, list[float]] = {"spinning": [], "not_spinning": []}
+        for spin in (True, False, True, False):
+            runtime.SPIN_BETWEEN_RUNS = spin  # new sessions, loaded from the exported graphs
+            fresh = (encoder_runtime(model, "onnxruntime", cache_dir=folder), decoder_runtime(model, "onnxruntime",
+                     cache_dir=folder))  # fmt: skip
+            started = time.perf_counter()
+            predict_volume(model, image, config, store=False, runtimes=fresh)
+            seconds = time.perf_counter() - started
+            cold["spinning" if spin else "not_spinning"].append(seconds)
+            print(f"cold 88-slice prediction, {'spinning' if spin else 'not spinning'}: {seconds:.1f} s", flush=True)
+        runtime.SPIN_BETWEEN_RUNS = False
         predict_volume(model, image, config, store=store, runtimes=runtimes)  # cold: fills the store
         warm = median_seconds(lambda: predict_volume(model, image, config, store=store, runtimes=runtimes),
                               args.repeats, warmup=False)  # fmt: skip
@@ -155,6 +170,7 @@ def main() -> None:
         "batch8_max_abs_diff": difference,
         "warm_88_slices_s": warm,
         "decoder_share_of_warm": decoder_share,
+        "cold_88_slices_s": cold,
         "spinning_off_speedup": rows["onnx_refined_slice_spinning"] / rows["onnx_refined_slice_not_spinning"],
         "batch8_speedup": {
             kind: rows[f"onnx_{kind}_batch1"] / rows[f"onnx_{kind}_batch8"] for kind in ("automatic", "box")

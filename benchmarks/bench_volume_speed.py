@@ -10,7 +10,9 @@ Then, on each held-out volume (the study's last 10), with an empty embedding sto
 * **fp32**: on the first ``--fp32-volumes`` volumes, the same without the store (float32 embeddings,
   as before the store): the Dice change float16 storage makes;
 * **warm**: both models, every slice and slice search with steps 4 and 8, from the stored
-  embeddings: time, slices segmented, Dice against the reference, Dice change from the full pass.
+  embeddings: time, slices segmented, Dice against the reference, Dice change from the full pass;
+  and ``cpu_quick`` once more without its refinement passes (``refine=0``: one decoder pass per
+  slice), which is what its refinement by the pretrained decoder costs and adds.
 
 Everything runs in this process, one run after another (medians and ratios come from one run). The
 store lives outside the repository (``--store``, default a temporary folder, removed at the end).
@@ -86,8 +88,10 @@ def train(name: str, cases: list[TrainingCase], overrides: dict[str, Any], model
     return outcome.model.eval(), seconds
 
 
-def run(model: Any, image: Any, reference: Any, store: EmbeddingStore | bool, search: int) -> dict[str, Any]:
-    config = PredictConfig(slices=SliceConfig(axis=AXIS), slice_search=search)
+def run(
+    model: Any, image: Any, reference: Any, store: EmbeddingStore | bool, search: int, refine: int | None = None
+) -> dict[str, Any]:
+    config = PredictConfig(slices=SliceConfig(axis=AXIS), slice_search=search, refine=refine)
     started = time.perf_counter()
     mask = predict_volume(model, image, config, store=store).array > 0
     seconds = time.perf_counter() - started
@@ -138,9 +142,11 @@ def main() -> None:
             if n < args.fp32_volumes:
                 row["fp32"] = run(models["decoder_refine"], image, reference, False, 0)
                 row["fp32"]["dice_change_fp16_store"] = row["cold"]["dice"] - row["fp32"]["dice"]
-            for name, model in models.items():
+            variants = {**{name: (model, None) for name, model in models.items()},
+                        "cpu_quick_one_pass": (models["cpu_quick"], 0)}  # fmt: skip
+            for name, (model, refine) in variants.items():
                 for search in (0, 4, 8):
-                    result = run(model, image, reference, store, search)
+                    result = run(model, image, reference, store, search, refine)
                     result["dice_change_vs_full"] = result["dice"] - (row.get(f"{name}_warm") or result)["dice"]
                     row[f"{name}_warm" if search == 0 else f"{name}_warm_search{search}"] = result
             volumes[case_id] = row

@@ -24,6 +24,9 @@ _VARIANTS = {
     "cpu_quick_warm": "warm: `cpu_quick`, every slice",
     "cpu_quick_warm_search4": "warm: `cpu_quick`, slice search step 4",
     "cpu_quick_warm_search8": "warm: `cpu_quick`, slice search step 8",
+    "cpu_quick_one_pass_warm": "warm: `cpu_quick` without its refinement (`--refine 0`), every slice",
+    "cpu_quick_one_pass_warm_search4": "warm: `cpu_quick` without its refinement, slice search step 4",
+    "cpu_quick_one_pass_warm_search8": "warm: `cpu_quick` without its refinement, slice search step 8",
 }
 
 
@@ -36,7 +39,9 @@ def volume_speed_section(data: dict[str, Any], machine_line: Any) -> list[str]:
         f"`benchmarks/bench_volume_speed.py` — LiteMedSAM, ONNX Runtime encoder and decoder, 88 slices per volume, "
         f"{len(volumes)} held-out volumes (the study's test volumes). Machine: {machine_line(data['machine'])}. "
         f"Models trained on the pool volume {data['pool_case'][:8]}…: `cpu_quick` on 8 painted slices "
-        f"({data['cpu_quick_train_s']:.0f} s), `decoder_refine` (the study's configuration, presence head and "
+        f"({data['cpu_quick_train_s']:.0f} s"
+        f"{'; its masks refined by the pretrained decoder, two passes' if 'cpu_quick_one_pass_warm' in summary else ''}"
+        "), `decoder_refine` (the study's configuration, presence head and "
         f"refinement) on the whole volume ({data['decoder_refine_train_s']:.0f} s). *Cold* = no embedding of the "
         "volume stored yet; *warm* = its embeddings are in the store (segmenting it again, another model, "
         "the effect after the panel).",
@@ -212,6 +217,14 @@ def decoder_section(data: dict[str, Any], machine_line: Any) -> list[str]:
             f"after each run (its default), {ms('onnx_refined_slice_not_spinning')} ms without (the product's "
             f"setting since 2026-12-04): {data['spinning_off_speedup']:.2f}×. One session's spinning threads hold "
             "the cores the next session needs.",
+            "",
+        ]
+    if "cold_88_slices_s" in data:
+        cold = data["cold_88_slices_s"]
+        lines += [
+            "A cold 88-slice prediction of the phantom (pretrained model, no store: every slice encoded, then "
+            f"decoded): {' / '.join(f'{s:.1f}' for s in cold['spinning'])} s spinning, "
+            f"{' / '.join(f'{s:.1f}' for s in cold['not_spinning'])} s not (interleaved runs).",
             "",
         ]
     return lines

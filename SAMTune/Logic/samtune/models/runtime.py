@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
@@ -144,6 +145,10 @@ def _onnxruntime_problem(model: SamModel, *, explicit: bool) -> str | None:
     return None
 
 
+#: Whether ONNX Runtime's threads spin for more work after a run (its default). Off: see :func:`_sessions`;
+#: ``benchmarks/bench_decoder.py`` turns it on to measure the difference.
+SPIN_BETWEEN_RUNS = False
+
 #: Set before ``onnxruntime`` is first imported: its telemetry client then never starts.
 TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1"}
 
@@ -157,8 +162,15 @@ def onnxruntime_module() -> Any:
     for upload to ``mobile.events.data.microsoft.com``, and ``disable_telemetry_events()`` does not
     stop it; ``ORT_DISABLE_TELEMETRY=1`` in the environment before the import does (nothing is
     written). The worker is started with it as well (:data:`samtune.worker.client.WORKER_ENV`), for
-    code that imports onnxruntime before SAMTune does.
+    code that imports onnxruntime before SAMTune does. If other code in the process (another Slicer
+    extension) imported it first, it is too late to switch it off here, and a warning says so.
     """
+    if "onnxruntime" in sys.modules and any(os.environ.get(k) != v for k, v in TELEMETRY_OFF.items()):
+        logger.warning(
+            "onnxruntime was imported before SAMTune could switch its telemetry off, so it may send Microsoft "
+            "a usage event from this process. Set the environment variable ORT_DISABLE_TELEMETRY=1 before "
+            "starting the application to prevent it."
+        )
     os.environ.update(TELEMETRY_OFF)
     import onnxruntime as ort
 
@@ -339,7 +351,7 @@ def _sessions(owner: torch.nn.Module, folder: Path, graphs: list[_Graph], *, wha
         # PyTorch between them, so one session's spinning threads took the cores from the next: on
         # the 2 cores, one automatic and two box decoder passes took 133-153 ms with spinning, 77-91 ms
         # without (benchmarks/bench_decoder.py, docs/benchmarks.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPIN_BETWEEN_RUNS else "0")
         sessions = [
             ort.InferenceSession(str(folder / graph.file), options, providers=["CPUExecutionProvider"])
             for graph in graphs

@@ -193,12 +193,18 @@ def test_a_kept_pretrained_decoder_refines_in_the_same_runtime(tmp_path):
     assert len(list(tmp_path.iterdir())) == 2
 
 
-def _files_written_by(code: str, home: Path, env_updates: dict[str, str] | None = None) -> list[Path]:
-    """Run ``code`` in a fresh Python whose home (and cache) is ``home``; the files it left there."""
+def _fresh_python(code: str, home: Path, env_updates: dict[str, str] | None = None) -> str:
+    """Run ``code`` in a fresh Python whose home (and cache) is ``home``; its standard error."""
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}  # as on a user's machine
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **(env_updates or {}))
-    home.mkdir()
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, capture_output=True)
+    home.mkdir(exist_ok=True)
+    run = subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, capture_output=True, text=True)
+    return run.stderr
+
+
+def _files_written_by(code: str, home: Path, env_updates: dict[str, str] | None = None) -> list[Path]:
+    """Run ``code`` in a fresh Python whose home (and cache) is ``home``; the files it left there."""
+    _fresh_python(code, home, env_updates)
     return [path for path in home.rglob("*") if path.is_file()]
 
 
@@ -222,16 +228,29 @@ def test_onnx_runtime_is_imported_with_its_telemetry_off(tmp_path):
     assert _files_written_by("import onnxruntime", tmp_path / "worker", WORKER_ENV) == []
 
 
+def test_an_onnx_runtime_imported_before_samtune_is_reported(tmp_path):
+    code = (
+        "import logging, onnxruntime\n"
+        "from samtune.models.runtime import onnxruntime_module\n"
+        "logging.basicConfig()\n"
+        "onnxruntime_module(); onnxruntime_module()\n"
+    )
+    stderr = _fresh_python(code, tmp_path)
+    assert stderr.count("imported before SAMTune could switch its telemetry off") == 1, stderr
+    assert "ORT_DISABLE_TELEMETRY=1" in stderr
+
+
 def test_the_product_imports_onnx_runtime_only_through_the_telemetry_switch():
     import re
 
     import samtune.models.runtime as runtime
 
-    product = Path(runtime.__file__).resolve().parents[3]  # SAMTune/: the core, the Slicer module and its library
+    root = Path(runtime.__file__).resolve().parents[4]  # the core, the Slicer module and the effect
     pattern = re.compile(r"^\s*(import onnxruntime|from onnxruntime)", re.MULTILINE)
-    importers = {path.relative_to(product).as_posix(): len(pattern.findall(path.read_text(encoding="utf-8")))
-                 for path in product.rglob("*.py") if pattern.search(path.read_text(encoding="utf-8"))}  # fmt: skip
-    assert importers == {"Logic/samtune/models/runtime.py": 1}
+    product = [path for folder in ("SAMTune", "SegmentEditorSAMAuto") for path in (root / folder).rglob("*.py")]
+    importers = {path.relative_to(root).as_posix(): len(pattern.findall(path.read_text(encoding="utf-8")))
+                 for path in product if pattern.search(path.read_text(encoding="utf-8"))}  # fmt: skip
+    assert len(product) > 50 and importers == {"SAMTune/Logic/samtune/models/runtime.py": 1}
     source = Path(runtime.__file__).read_text(encoding="utf-8")
     helper = source[source.index("def onnxruntime_module") :]
     assert pattern.search(helper[: helper.index("\ndef ")]) and "os.environ.update(TELEMETRY_OFF)" in helper
