@@ -633,7 +633,7 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
         return model, "SAMTune"  # a backbone name (zero-shot); the worker names an unknown one
 
     def predict(self, volumeNode, model, segmentationNode=None, wait=True, callback=None, mode="replace",
-                threshold=0.5, device="auto", sliceSearch=0, axis="auto", sliceRange=None,
+                threshold=0.5, device="auto", sliceSearch=0, axis="auto", sliceRange=None, refine=None,
                 recordUndo=True):  # fmt: skip
         """Segment the volume (or ``sliceRange``) automatically with a library model, a model folder or a backbone.
 
@@ -642,6 +642,7 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
         writes nothing. Writes into an existing segmentation can be undone (``logic.lastUndo.undo()``).
         ``sliceSearch=N`` (N >= 2) segments every N-th slice first and then only the slices around
         the structure. ``sliceRange=(first, last)`` (inclusive, along ``axis``) limits the slices.
+        ``refine`` sets the refinement passes of automatic mode (``None``: the model's own; 0: off).
         ``recordUndo=False`` leaves ``lastUndo`` alone (the effect's previews are not user writes).
 
         Returns:
@@ -654,7 +655,7 @@ class SAMTuneLogic(ScriptedLoadableModuleLogic):
         modelPath, structure = self.resolveModel(model)
         job = self.runner.predict(volumeNode, modelPath, structure=structure, segmentationNode=segmentationNode,
                                   mode=mode, threshold=threshold, device=device, sliceSearch=sliceSearch, axis=axis,
-                                  sliceRange=sliceRange)  # fmt: skip
+                                  sliceRange=sliceRange, refine=refine)  # fmt: skip
 
         def written(done):
             if recordUndo and done.undo is not None:

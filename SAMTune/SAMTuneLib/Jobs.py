@@ -228,11 +228,13 @@ class JobRunner:
 
     def predict(self, volumeNode, modelPath: str, *, structure: str = "SAMTune", segmentationNode=None,
                 mode: str = "replace", threshold: float = 0.5, device: str = "auto", sliceSearch: int = 0,
-                axis: str = "auto", sliceRange: tuple[int, int] | None = None) -> PredictionJob:  # fmt: skip
+                axis: str = "auto", sliceRange: tuple[int, int] | None = None,
+                refine: int | None = None) -> PredictionJob:  # fmt: skip
         """Segment ``volumeNode`` in the background with a model folder or backbone name.
 
         Args:
             sliceRange: ``(first, last)`` slices along ``axis``, both included; ``None`` = all.
+            refine: Automatic mode's refinement passes (``PredictConfig.refine``); ``None`` = the model's own.
         """
         from samtune.data.image_io import write_volume
 
@@ -245,7 +247,7 @@ class JobRunner:
                 first, last = (int(v) for v in sliceRange)
                 slices = (min(first, last), max(first, last) + 1)
             settings = PredictConfig(threshold=float(threshold), slice_search=int(sliceSearch), slice_range=slices,
-                                     slices=SliceConfig(axis=axis))  # fmt: skip
+                                     slices=SliceConfig(axis=axis), refine=refine)  # fmt: skip
             job = PredictJob(image=str(image), out=out, model=modelPath, device=device, name=structure,
                              predict=settings)  # fmt: skip
             jobPath = _writeJob(job, os.path.join(work, "job.json"))

@@ -72,7 +72,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return _(
             "<html>Segment with the Segment Anything Model, base or fine-tuned in SAMTune.<p>"
             "<b>Automatic</b>: press Preview (current slice at once; a slice range or the whole volume in the "
-            "background), then Apply. Needs a model fine-tuned for this structure.<br>"
+            "background), then Apply. Needs a model fine-tuned for this structure. <i>Refine each mask from its "
+            "box</i> redraws each mask from the box around it (more accurate after training on a few slices; "
+            "slower).<br>"
             "<b>Prompted</b>: left click inside the structure, Shift+click or right click outside it; a drag draws "
             "a box, a scribble (Shift: outside) or a lasso, as chosen; in any slice view. The mask on that slice "
             "updates after each prompt, and prompts stay with their slice. <i>Refine the selected segment</i> "
@@ -156,6 +158,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.ui.rangeWidget.enabled = automatic and extent == "range"
         self.ui.propagateCheckBox.enabled = not automatic
         self.ui.sliceSearchCheckBox.enabled = automatic and extent == "volume"
+        self.ui.refineMasksCheckBox.enabled = automatic
         running = self.job is not None and not self.job.state.done
         self.ui.cancelButton.enabled = running
         self.ui.previewButton.enabled = not running
@@ -230,7 +233,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.pool = SessionPool()
         volumeKey = (volumeNode.GetID(), volumeNode.GetImageData().GetMTime())
         return self.pool.get(model, loadModel, volumeKey, lambda: volumeToCore(volumeNode), axis=axis,
-                             threshold=self.ui.thresholdSpinBox.value)  # fmt: skip
+                             threshold=self.ui.thresholdSpinBox.value, refine=self.refinePasses())  # fmt: skip
+
+    def refinePasses(self):
+        """Automatic mode's refinement passes: the model's own (``None``) unless the user turned them off (0)."""
+        return None if self.ui.refineMasksCheckBox.checked else 0
 
     # -- views -----------------------------------------------------------------------------------
     def viewAxis(self, viewWidget):
@@ -376,7 +383,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.job = self.samtuneLogic().predict(
                 volumeNode, self.ui.modelComboBox.currentData, self.clearedPreviewNode(), wait=False,
                 threshold=self.ui.thresholdSpinBox.value, sliceSearch=search, axis=self.ui.axisComboBox.currentData,
-                sliceRange=sliceRange, recordUndo=False,
+                sliceRange=sliceRange, refine=self.refinePasses(), recordUndo=False,
             )  # fmt: skip
             self.job.client.on_event = self.onJobEvent
             self.job.whenDone(self.onJobDone)

@@ -77,6 +77,8 @@ class PredictorSession:
         self.normalized = normalize_intensity(volume.array, self.slice_config.intensity)
         self.cache_bytes = int(cache_bytes)
         self.threshold = float(threshold)
+        #: Automatic mode's refinement passes (:attr:`PredictConfig.refine`); ``None`` = the model's own.
+        self.refine: int | None = None
         self.device = next(model.parameters()).device
         self.encoder_calls = 0
         #: The encoder in use (``runtime.name`` says which; ``runtime.reason`` why).
@@ -178,9 +180,9 @@ class PredictorSession:
         if prompt is None:
             if self._decoder is None:
                 self._decoder = decoder_runtime(self.model, self._runtime_name)
-            # The model's own presence threshold and refinement passes.
+            # The model's own presence threshold; its own refinement passes unless ``refine`` says otherwise.
             low_res = decode_automatic(
-                self.model, embedding, threshold=self.threshold, decode=self._decoder.decode,
+                self.model, embedding, threshold=self.threshold, refine=self.refine, decode=self._decoder.decode,
                 refine_decode=self._decoder.refine,
             )  # fmt: skip
         elif prompt.is_empty:
@@ -313,10 +315,16 @@ class SessionPool:
         *,
         axis: int,
         threshold: float = 0.5,
+        refine: int | None = None,
     ) -> PredictorSession:
-        """The session for ``axis``; ``load_model`` / ``load_volume`` run only when their key changed."""
+        """The session for ``axis``; ``load_model`` / ``load_volume`` run only when their key changed.
+
+        ``threshold`` and ``refine`` (automatic mode's refinement passes, ``None`` = the model's own) apply
+        to the session from now on."""
         if not 0.0 < threshold < 1.0:
             raise ConfigurationError(f"threshold must be strictly between 0 and 1, got {threshold}.")
+        if refine is not None and not 0 <= int(refine) <= 3:
+            raise ConfigurationError(f"refine must be 0..3 passes (or None: the model's own), got {refine}.")
         if self._key is None or self._key[0] != model_key:
             self.close()
             self._model = load_model().eval()
@@ -332,6 +340,7 @@ class SessionPool:
                                        threshold=threshold, runtime=self.runtime)  # fmt: skip
             self._sessions[session.axis] = session
         session.threshold = float(threshold)
+        session.refine = None if refine is None else int(refine)
         return session
 
     @property

@@ -138,3 +138,21 @@ def test_session_pool_keeps_model_and_embeddings_until_the_model_or_the_volume_c
         pool.get("other", load_model, ("vol", 2), load_volume, axis=0, threshold=1.0)
     pool.close()
     assert pool.model_key is None
+
+
+def test_the_pool_sets_the_refinement_passes_and_the_session_predicts_as_the_whole_volume_path(model, volume):
+    from samtune.predict.session import SessionPool
+
+    pool = SessionPool(runtime="torch")
+    masks = {}
+    for refine in (0, 1):
+        session = pool.get("m", lambda: model, ("vol", 1), lambda: volume, axis=0, threshold=0.5, refine=refine)
+        assert session.refine == refine
+        masks[refine] = session.predict_slice(2)
+        expected = predict_volume(model, volume, PredictConfig(slice_range=(2, 3), refine=refine))
+        np.testing.assert_array_equal(masks[refine], expected.array[2] > 0)
+    assert (masks[0] != masks[1]).any()  # the refinement pass redrew the mask
+    assert pool.get("m", lambda: model, ("vol", 1), lambda: volume, axis=0).refine is None  # the model's own again
+    with pytest.raises(ConfigurationError, match="refine"):
+        pool.get("m", lambda: model, ("vol", 1), lambda: volume, axis=0, refine=4)
+    pool.close()

@@ -176,3 +176,20 @@ def test_stop_all_never_raises_when_a_worker_ignores_the_stop(tmp_path):
     assert not psutil.pid_exists(job.client._process.pid) or psutil.Process(job.client._process.pid).status() == (
         psutil.STATUS_ZOMBIE
     )
+
+
+def test_the_refinement_choice_reaches_the_workers_prediction_settings(scene, model, tmp_path):
+    from samtune.worker.jobs import load_job
+
+    settings = []
+
+    def launch(args, env):  # read the job file the worker would be given; run nothing
+        settings.append(load_job(args[args.index("--job") + 1]).predict.refine)
+        return default_launcher([sys.executable, "-c", "pass"], env)
+
+    jobs = JobRunner(python=sys.executable, env={}, launcher=launch)
+    volume = add_volume(scene, (4, 8, 8))
+    for refine in (None, 0, 2):
+        jobs.predict(volume, model, structure="atrium", refine=refine)
+        jobs.stopAll()
+    assert settings == [None, 0, 2]
