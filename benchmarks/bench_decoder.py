@@ -39,8 +39,9 @@ from samtune.data import make_phantom
 from samtune.data.pipeline import SliceConfig
 from samtune.models import build_model, runtime
 from samtune.models.embedding_store import EmbeddingStore
-from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, decoder_runtime, encoder_runtime, onnxruntime_module
+from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, decoder_runtime, encoder_runtime
 from samtune.predict import PredictConfig, predict_volume
+from samtune.privacy import onnxruntime_module
 
 BATCH = 8
 

@@ -50,8 +50,9 @@ from common import (
 from samtune.data import Volume
 from samtune.metrics import dice
 from samtune.models import build_model
-from samtune.models.runtime import encoder_runtime, onnxruntime_module
+from samtune.models.runtime import encoder_runtime
 from samtune.predict import PredictConfig, predict_volume
+from samtune.privacy import onnxruntime_module
 from samtune.train import fine_tune, load_preset
 
 

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
         "samtune.paths",
         "samtune.atomic",
         "samtune.quiet",
+        "samtune.privacy",
     ),  # fmt: skip
     ("samtune.data", "samtune.metrics"),
     ("samtune.models",),

@@ -6,7 +6,7 @@ it segmented an 88-slice MRI volume 1.05x faster than PyTorch, and a noise volum
 speed not varying with the input as PyTorch's did (``docs/benchmarks.md``). It is optional:
 ``runtime="auto"`` uses it when the ``onnxruntime`` and ``onnx`` packages are installed and the model
 is on the CPU, and falls back to PyTorch otherwise (or when the export fails), saying why. ONNX
-Runtime's telemetry is switched off before it is first imported (:func:`onnxruntime_module`): nothing
+Runtime's telemetry is switched off before it is first imported (:func:`samtune.privacy.onnxruntime_module`): nothing
 about a user's machine or work leaves it. (OpenVINO, measured equally fast, is not
 used for that reason: ``import openvino`` sends a usage event to Intel unless the user opted out.)
 
@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import warnings
@@ -42,6 +41,7 @@ from samtune.models.embedding_store import EmbeddingStore, stored_encoder
 from samtune.models.registry import Runtime
 from samtune.models.sam_model import SamModel
 from samtune.paths import user_dir
+from samtune.privacy import onnxruntime_module
 
 logger = logging.getLogger(__name__)
 
@@ -148,34 +148,6 @@ def _onnxruntime_problem(model: SamModel, *, explicit: bool) -> str | None:
 #: Whether ONNX Runtime's threads spin for more work after a run (its default). Off: see :func:`_sessions`;
 #: ``benchmarks/bench_decoder.py`` turns it on to measure the difference.
 SPIN_BETWEEN_RUNS = False
-
-#: Set before ``onnxruntime`` is first imported: its telemetry client then never starts.
-TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1"}
-
-
-def onnxruntime_module() -> Any:
-    """``onnxruntime``, imported with its telemetry off. Every SAMTune import of it goes through here.
-
-    The Linux wheel of onnxruntime 1.32.0 carries Microsoft's 1DS telemetry client: importing the
-    package records a "ProcessInfo" event (a device ID kept on disk, the CPU model, the operating
-    system, the memory, container details) under ``~/.cache/Microsoft/DeveloperTools/.onnxruntime``
-    for upload to ``mobile.events.data.microsoft.com``, and ``disable_telemetry_events()`` does not
-    stop it; ``ORT_DISABLE_TELEMETRY=1`` in the environment before the import does (nothing is
-    written). The worker is started with it as well (:data:`samtune.worker.client.WORKER_ENV`), for
-    code that imports onnxruntime before SAMTune does. If other code in the process (another Slicer
-    extension) imported it first, it is too late to switch it off here, and a warning says so.
-    """
-    if "onnxruntime" in sys.modules and any(os.environ.get(k) != v for k, v in TELEMETRY_OFF.items()):
-        logger.warning(
-            "onnxruntime was imported before SAMTune could switch its telemetry off, so it may send Microsoft "
-            "a usage event from this process. Set the environment variable ORT_DISABLE_TELEMETRY=1 before "
-            "starting the application to prevent it."
-        )
-    os.environ.update(TELEMETRY_OFF)
-    import onnxruntime as ort
-
-    ort.disable_telemetry_events()
-    return ort
 
 
 def _onnxruntime(model: SamModel, cache_dir: Path) -> EncoderRuntime:

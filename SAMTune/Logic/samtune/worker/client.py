@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from samtune.errors import EXIT_CODES
+from samtune.privacy import TELEMETRY_OFF
 from samtune.worker.events import parse_event_line
 
 
@@ -85,8 +86,8 @@ class JobResult:
 
 
 #: Environment the worker must run with: unbuffered, UTF-8 output (what the reader decodes), and
-#: ONNX Runtime's telemetry off from the start (see :func:`samtune.models.runtime.onnxruntime_module`).
-WORKER_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "ORT_DISABLE_TELEMETRY": "1"}
+#: third-party telemetry off from the start (see :func:`samtune.privacy.onnxruntime_module`).
+WORKER_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **TELEMETRY_OFF}
 
 Launcher = Callable[[Sequence[str], dict[str, str]], Any]
 """``launcher(args, env_updates)`` -> a ``Popen``-like object with text ``stdout`` (stderr merged)."""

@@ -231,7 +231,7 @@ def test_onnx_runtime_is_imported_with_its_telemetry_off(tmp_path):
 def test_an_onnx_runtime_imported_before_samtune_is_reported(tmp_path):
     code = (
         "import logging, onnxruntime\n"
-        "from samtune.models.runtime import onnxruntime_module\n"
+        "from samtune.privacy import onnxruntime_module\n"
         "logging.basicConfig()\n"
         "onnxruntime_module(); onnxruntime_module()\n"
     )
@@ -243,22 +243,22 @@ def test_an_onnx_runtime_imported_before_samtune_is_reported(tmp_path):
 def test_the_product_imports_onnx_runtime_only_through_the_telemetry_switch():
     import re
 
-    import samtune.models.runtime as runtime
+    import samtune.privacy as privacy
 
-    root = Path(runtime.__file__).resolve().parents[4]  # the core, the Slicer module and the effect
+    root = Path(privacy.__file__).resolve().parents[3]  # the core, the Slicer module and the effect
     pattern = re.compile(r"^\s*(import onnxruntime|from onnxruntime)", re.MULTILINE)
     product = [path for folder in ("SAMTune", "SegmentEditorSAMAuto") for path in (root / folder).rglob("*.py")]
     importers = {path.relative_to(root).as_posix(): len(pattern.findall(path.read_text(encoding="utf-8")))
                  for path in product if pattern.search(path.read_text(encoding="utf-8"))}  # fmt: skip
-    assert len(product) > 50 and importers == {"SAMTune/Logic/samtune/models/runtime.py": 1}
-    source = Path(runtime.__file__).read_text(encoding="utf-8")
-    helper = source[source.index("def onnxruntime_module") :]
-    assert pattern.search(helper[: helper.index("\ndef ")]) and "os.environ.update(TELEMETRY_OFF)" in helper
+    assert len(product) > 50 and importers == {"SAMTune/Logic/samtune/privacy.py": 1}
+    source = Path(privacy.__file__).read_text(encoding="utf-8")
+    assert source.index("os.environ.update(TELEMETRY_OFF)") < source.index("import onnxruntime")
 
 
 def test_onnx_runtime_sessions_do_not_spin_between_runs(tmp_path):
     # A prediction alternates sessions; spinning threads of one held the cores the next needed (bench_decoder.py).
-    from samtune.models.runtime import _Graph, _sessions, onnxruntime_module
+    from samtune.models.runtime import _Graph, _sessions
+    from samtune.privacy import onnxruntime_module
 
     model = build_tiny_model("litemedsam", seed=0).eval()
     encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)  # exports the graph
