@@ -39,7 +39,7 @@ from samtune.data import make_phantom
 from samtune.data.pipeline import SliceConfig
 from samtune.models import build_model, runtime
 from samtune.models.embedding_store import EmbeddingStore
-from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, decoder_runtime, encoder_runtime
+from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, _Graph, _sessions, decoder_runtime, encoder_runtime
 from samtune.predict import PredictConfig, predict_volume
 from samtune.privacy import onnxruntime_module
 
@@ -73,18 +73,17 @@ def batched_sessions(model: Any, folder: Path, threads: int) -> tuple[Any, Any]:
     return sessions[0], sessions[1]
 
 
-def spinning_sessions(folder: Path, threads: int, spin: bool) -> tuple[Any, Any]:
-    """The product's exported automatic and box graphs (under ``folder``) in two sessions, spinning or not."""
-    ort = onnxruntime_module()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+def spinning_sessions(model: Any, folder: Path, spin: bool) -> tuple[Any, Any]:
+    """The product's exported automatic and box graphs (under ``folder``) in the product's two sessions,
+    with ONNX Runtime's threads spinning after each run or not (``runtime.SPIN_BETWEEN_RUNS``)."""
     exported = next(folder.glob("*-onnx-decoder"))
-    return tuple(  # type: ignore[return-value]
-        ort.InferenceSession(str(exported / name), options, providers=["CPUExecutionProvider"])
-        for name in ("automatic.onnx", "box.onnx")
-    )
+    graphs = [_Graph(name, model, (), (), ()) for name in ("automatic.onnx", "box.onnx")]  # loaded, not exported
+    runtime.SPIN_BETWEEN_RUNS = spin
+    try:
+        sessions, _ = _sessions(model, exported, graphs, what="decoder")
+    finally:
+        runtime.SPIN_BETWEEN_RUNS = False
+    return sessions[0], sessions[1]
 
 
 def main() -> None:
@@ -129,7 +128,7 @@ def main() -> None:
                 timed("onnx_box_batch1", lambda: product(embeddings, boxes))
                 timed("onnx_box_batch8", lambda: in_eights(box8, True))
             for spin in (True, False, True, False):  # interleaved, as above
-                automatic, box = spinning_sessions(Path(folder), args.threads, spin)
+                automatic, box = spinning_sessions(model, Path(folder), spin)
 
                 def refined(automatic: Any = automatic, box: Any = box) -> None:
                     for i in range(n):

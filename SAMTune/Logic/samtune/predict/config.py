@@ -24,6 +24,15 @@ def parse_slice_range(text: str) -> tuple[int, int]:
         raise ValueError(f"expected START:STOP slice indices (stop exclusive), e.g. 10:40; got '{text}'") from None
 
 
+def checked_refine(refine: int | None) -> int | None:
+    """Automatic mode's refinement passes as an ``int`` (``None``: the model's own), or a clear error."""
+    if refine is None:
+        return None
+    if not 0 <= int(refine) <= 3:
+        raise ConfigurationError(f"refine must be 0..3 passes (or none given: the model's own), got {refine}.")
+    return int(refine)
+
+
 @dataclass
 class PredictConfig:
     """How to run prediction over a volume.
@@ -87,8 +96,7 @@ class PredictConfig:
             raise ConfigurationError(
                 f"presence_threshold must be in [0, 1) (0 keeps every mask), got {self.presence_threshold}."
             )
-        if self.refine is not None and not 0 <= int(self.refine) <= 3:
-            raise ConfigurationError(f"refine must be 0..3 passes, got {self.refine}.")
+        self.refine = checked_refine(self.refine)
         if int(self.slice_search) < 0 or int(self.slice_search) == 1:
             raise ConfigurationError(
                 f"slice_search must be 0 (segment every slice) or a step of at least 2, got {self.slice_search}."
@@ -147,4 +155,4 @@ class PromptSpec:
         return not (self.box or self.point or self.neg_point)
 
 
-__all__ = ["PredictConfig", "PromptSpec", "parse_slice_range"]
+__all__ = ["PredictConfig", "PromptSpec", "checked_refine", "parse_slice_range"]

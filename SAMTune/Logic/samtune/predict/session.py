@@ -29,6 +29,7 @@ from samtune.errors import ConfigurationError
 from samtune.models.embedding_store import EmbeddingStore, StoredEncoder
 from samtune.models.runtime import DecoderRuntime, decoder_runtime, encoder_runtime, stored_runtime_encoder
 from samtune.models.sam_model import SamModel
+from samtune.predict.config import checked_refine
 from samtune.predict.decode import decode_automatic, decode_prompted
 from samtune.predict.prompt_book import SlicePrompts
 from samtune.predict.user_prompts import SlicePrompt, prompt_on_slice
@@ -323,8 +324,7 @@ class SessionPool:
         to the session from now on."""
         if not 0.0 < threshold < 1.0:
             raise ConfigurationError(f"threshold must be strictly between 0 and 1, got {threshold}.")
-        if refine is not None and not 0 <= int(refine) <= 3:
-            raise ConfigurationError(f"refine must be 0..3 passes (or None: the model's own), got {refine}.")
+        refine = checked_refine(refine)
         if self._key is None or self._key[0] != model_key:
             self.close()
             self._model = load_model().eval()
@@ -340,7 +340,7 @@ class SessionPool:
                                        threshold=threshold, runtime=self.runtime)  # fmt: skip
             self._sessions[session.axis] = session
         session.threshold = float(threshold)
-        session.refine = None if refine is None else int(refine)
+        session.refine = refine
         return session
 
     @property
