@@ -13,7 +13,7 @@ over ``--slices`` random embeddings):
   own session as the fine-tuned and the pretrained decoder are), with ONNX Runtime's threads spinning
   after each run (its default) and not (the product's setting);
 * a cold ``predict_volume`` of an 88-slice 256 x 256 phantom (pretrained model, no store: every slice
-  encoded, then decoded), the product's sessions spinning and not (``runtime.SPIN_BETWEEN_RUNS``),
+  encoded, then decoded), the product's sessions spinning and not (``onnx_graphs.SPIN_BETWEEN_RUNS``),
   twice each, interleaved;
 * a warm ``predict_volume`` of an 88-slice 256 x 256 phantom (embeddings stored first, pretrained
   model: one automatic pass per slice, nothing found, so no refinement) end to end, and the share of
@@ -37,9 +37,10 @@ from common import machine, median_seconds, write_results
 
 from samtune.data import make_phantom
 from samtune.data.pipeline import SliceConfig
-from samtune.models import build_model, runtime
+from samtune.models import build_model, onnx_graphs
 from samtune.models.embedding_store import EmbeddingStore
-from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, _Graph, _sessions, decoder_runtime, encoder_runtime
+from samtune.models.onnx_graphs import Graph, load_sessions
+from samtune.models.runtime import _AutomaticDecoder, _BoxDecoder, decoder_runtime, encoder_runtime
 from samtune.predict import PredictConfig, predict_volume
 from samtune.privacy import onnxruntime_module
 
@@ -75,14 +76,14 @@ def batched_sessions(model: Any, folder: Path, threads: int) -> tuple[Any, Any]:
 
 def spinning_sessions(model: Any, folder: Path, spin: bool) -> tuple[Any, Any]:
     """The product's exported automatic and box graphs (under ``folder``) in the product's two sessions,
-    with ONNX Runtime's threads spinning after each run or not (``runtime.SPIN_BETWEEN_RUNS``)."""
+    with ONNX Runtime's threads spinning after each run or not (``onnx_graphs.SPIN_BETWEEN_RUNS``)."""
     exported = next(folder.glob("*-onnx-decoder"))
-    graphs = [_Graph(name, model, (), (), ()) for name in ("automatic.onnx", "box.onnx")]  # loaded, not exported
-    runtime.SPIN_BETWEEN_RUNS = spin
+    graphs = [Graph(name, model, (), (), ()) for name in ("automatic.onnx", "box.onnx")]  # loaded, not exported
+    onnx_graphs.SPIN_BETWEEN_RUNS = spin
     try:
-        sessions, _ = _sessions(model, exported, graphs, what="decoder")
+        sessions, _ = load_sessions(model, exported, graphs, what="decoder")
     finally:
-        runtime.SPIN_BETWEEN_RUNS = False
+        onnx_graphs.SPIN_BETWEEN_RUNS = False
     return sessions[0], sessions[1]
 
 
@@ -148,7 +149,7 @@ def main() -> None:
         runtimes = (encoder_runtime(model, "onnxruntime", cache_dir=folder), product)
         cold: dict[str, list[float]] = {"spinning": [], "not_spinning": []}
         for spin in (True, False, True, False):
-            runtime.SPIN_BETWEEN_RUNS = spin  # new sessions, loaded from the exported graphs
+            onnx_graphs.SPIN_BETWEEN_RUNS = spin  # new sessions, loaded from the exported graphs
             fresh = (encoder_runtime(model, "onnxruntime", cache_dir=folder), decoder_runtime(model, "onnxruntime",
                      cache_dir=folder))  # fmt: skip
             started = time.perf_counter()
@@ -156,7 +157,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
             cold["spinning" if spin else "not_spinning"].append(seconds)
             print(f"cold 88-slice prediction, {'spinning' if spin else 'not spinning'}: {seconds:.1f} s", flush=True)
-        runtime.SPIN_BETWEEN_RUNS = False
+        onnx_graphs.SPIN_BETWEEN_RUNS = False
         predict_volume(model, image, config, store=store, runtimes=runtimes)  # cold: fills the store
         warm = median_seconds(lambda: predict_volume(model, image, config, store=store, runtimes=runtimes),
                               args.repeats, warmup=False)  # fmt: skip

@@ -41,4 +41,12 @@ def onnxruntime_module() -> Any:
     return ort
 
 
-__all__ = ["TELEMETRY_OFF", "onnxruntime_module"]
+def onnxruntime_quantization() -> Any:
+    """``onnxruntime.quantization`` (int8 copies of graphs), imported after :func:`onnxruntime_module`."""
+    onnxruntime_module()
+    from onnxruntime import quantization
+
+    return quantization
+
+
+__all__ = ["TELEMETRY_OFF", "onnxruntime_module", "onnxruntime_quantization"]

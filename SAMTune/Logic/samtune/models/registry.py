@@ -25,6 +25,13 @@ class Runtime(StrEnum):
     ONNXRUNTIME = "onnxruntime"
 
 
+class Precision(StrEnum):
+    """Arithmetic of the automatic-mode mask decoder under ONNX Runtime (see :mod:`samtune.models.onnx_graphs`)."""
+
+    FP32 = "fp32"
+    INT8 = "int8"  # dynamic quantisation of its matrix products; fp32 when the int8 copy fails its check
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """Everything needed to build a backbone and find its weights.

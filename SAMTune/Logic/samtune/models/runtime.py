@@ -13,21 +13,21 @@ used for that reason: ``import openvino`` sends a usage event to Intel unless th
 The encoder is exported once (a few seconds) into the per-user cache folder as an ONNX file (a
 protobuf graph with its weights; no pickled Python), under a fingerprint of the encoder's weights
 and input size, and loaded from there later. A fine-tuned encoder (LoRA, adapters) has other weights
-and so its own entry. Only the encoder is exported: the prompt encoder and mask decoder stay in
-PyTorch. Tracing records one path through the code, so a fresh export is compared with PyTorch on a
-random input and discarded if they differ, and encoders with Conv-LoRA layers (which route each
-input to an expert) are never exported.
+and so its own entry. Tracing records one path through the code, so a fresh export is compared with
+PyTorch on a random input and discarded if they differ, and encoders with Conv-LoRA layers (which
+route each input to an expert) are never exported.
+
+Automatic mode's mask decoder is exported the same way (:func:`decoder_runtime`): once image
+embeddings are stored (:mod:`samtune.models.embedding_store`) it is most of a prediction's time. It
+can run as an int8 copy (``precision="int8"``, :mod:`samtune.models.onnx_graphs`); the encoder
+always runs in fp32.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,8 @@ import torch
 
 from samtune.errors import ConfigurationError
 from samtune.models.embedding_store import EmbeddingStore, stored_encoder
-from samtune.models.registry import Runtime
+from samtune.models.onnx_graphs import Graph, int8_sessions, load_sessions
+from samtune.models.registry import Precision, Runtime
 from samtune.models.sam_model import SamModel
 from samtune.paths import user_dir
 from samtune.privacy import onnxruntime_module
@@ -145,17 +146,12 @@ def _onnxruntime_problem(model: SamModel, *, explicit: bool) -> str | None:
     return None
 
 
-#: Whether ONNX Runtime's threads spin for more work after a run (its default). Off: see :func:`_sessions`;
-#: ``benchmarks/bench_decoder.py`` turns it on to measure the difference.
-SPIN_BETWEEN_RUNS = False
-
-
 def _onnxruntime(model: SamModel, cache_dir: Path) -> EncoderRuntime:
     fingerprint = encoder_fingerprint(model)
     example = torch.randn(1, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
-    graph = _Graph("encoder.onnx", model.image_encoder, (example,), ("images",), ("embeddings",))
+    graph = Graph("encoder.onnx", model.image_encoder, (example,), ("images",), ("embeddings",))
     folder = cache_dir / f"{model.name}-{fingerprint[:32]}-onnx"
-    (session,), origin = _sessions(model.image_encoder, folder, [graph], what="encoder")
+    (session,), origin = load_sessions(model.image_encoder, folder, [graph], what="encoder")
     name = session.get_inputs()[0].name
     lock = threading.Lock()  # the predictor session also encodes from a prefetch thread; share the 2 cores
 
@@ -184,12 +180,20 @@ class DecoderRuntime:
         refine: The decoder of automatic mode's refinement passes: the model's pretrained decoder
             (:attr:`SamModel.box_decoder`) in the same runtime when it kept one, else ``None``
             (refinement runs ``decode``).
+        precision: ``fp32``, or ``int8`` when an int8 copy of the ONNX graphs runs
+            (:mod:`samtune.models.onnx_graphs`).
     """
 
     name: str
     reason: str
     decode: DecodeFunction
     refine: DecodeFunction | None = None
+    precision: str = "fp32"
+
+    @property
+    def summary(self) -> str:
+        """What runs, for logs and job records: e.g. ``onnxruntime int8``."""
+        return f"{self.name} {self.precision}"
 
     def __call__(
         self, embeddings: torch.Tensor, boxes: torch.Tensor | None = None
@@ -209,7 +213,9 @@ def decoder_fingerprint(model: SamModel) -> str:
     return digest.hexdigest()
 
 
-def decoder_runtime(model: SamModel, runtime: str = "auto", *, cache_dir: str | Path | None = None) -> DecoderRuntime:
+def decoder_runtime(
+    model: SamModel, runtime: str = "auto", *, cache_dir: str | Path | None = None, precision: str = "fp32"
+) -> DecoderRuntime:
     """The automatic-mode decoder of ``model`` in the requested runtime (see :func:`encoder_runtime`).
 
     ONNX Runtime ran LiteMedSAM's mask decoder 1.9x faster than PyTorch on the 2-core development
@@ -217,14 +223,22 @@ def decoder_runtime(model: SamModel, runtime: str = "auto", *, cache_dir: str | 
     stored. Two graphs are exported (no prompt; one box), checked against PyTorch once, and cached
     under the fingerprint of the decoder's weights (:func:`decoder_fingerprint`). A model that kept
     its pretrained decoder (:attr:`SamModel.box_decoder`) gets that decoder too, as ``refine``.
+    ``precision="int8"`` runs int8 copies of the ONNX graphs (:mod:`samtune.models.onnx_graphs`) when
+    they pass their check against fp32, else fp32 (``reason`` says why); PyTorch runs fp32.
     """
-    main = _decoder_runtime(model, runtime, cache_dir)
+    precision = str(Precision.parse(precision, what="decoder precision"))
+    main = _decoder_runtime(model, runtime, cache_dir, precision)
     if model.box_decoder is not None:
-        main.refine = _decoder_runtime(model.box_decoder, runtime, cache_dir).decode
+        reference = _decoder_runtime(model.box_decoder, runtime, cache_dir, main.precision)
+        main.refine = reference.decode
+        if reference.precision != main.precision:  # one precision for both, so the record is true
+            main = _decoder_runtime(model, runtime, cache_dir, "fp32")
+            main.refine = _decoder_runtime(model.box_decoder, runtime, cache_dir, "fp32").decode
+            main.reason += f"; int8 not used: the pretrained decoder's {reference.reason}"
     return main
 
 
-def _decoder_runtime(model: SamModel, runtime: str, cache_dir: str | Path | None) -> DecoderRuntime:
+def _decoder_runtime(model: SamModel, runtime: str, cache_dir: str | Path | None, precision: str) -> DecoderRuntime:
     runtime = str(runtime).lower()
     if runtime not in RUNTIMES:
         raise ConfigurationError(f"Unknown decoder runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}.")
@@ -238,7 +252,7 @@ def _decoder_runtime(model: SamModel, runtime: str, cache_dir: str | Path | None
     if problem is None:
         try:
             root = Path(cache_dir) if cache_dir is not None else runtime_cache_dir()
-            return _onnx_decoder(model, root, torch_decode)
+            return _onnx_decoder(model, root, torch_decode, precision)
         except Exception as error:  # an unusual decoder can fail anywhere in the export or the session
             problem = f"the decoder could not be exported to ONNX Runtime ({type(error).__name__}: {error})"
     if runtime == "onnxruntime":
@@ -261,17 +275,19 @@ class _BoxDecoder(_AutomaticDecoder):
         return self.model.decode(embeddings, boxes=boxes)
 
 
-def _onnx_decoder(model: SamModel, cache_dir: Path, fallback: DecodeFunction) -> DecoderRuntime:
+def _onnx_decoder(model: SamModel, cache_dir: Path, fallback: DecodeFunction, precision: str) -> DecoderRuntime:
     prompt_encoder: Any = model.prompt_encoder
     shape = (1, int(prompt_encoder.embed_dim), *(int(n) for n in prompt_encoder.image_embedding_size))
     embedding = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     box = torch.tensor([[0.2, 0.25, 0.7, 0.8]]) * model.input_size
     graphs = [
-        _Graph("automatic.onnx", _AutomaticDecoder(model), (embedding,), ("embeddings",), ("logits", "scores")),
-        _Graph("box.onnx", _BoxDecoder(model), (embedding, box), ("embeddings", "boxes"), ("logits", "scores")),
+        Graph("automatic.onnx", _AutomaticDecoder(model), (embedding,), ("embeddings",), ("logits", "scores")),
+        Graph("box.onnx", _BoxDecoder(model), (embedding, box), ("embeddings", "boxes"), ("logits", "scores")),
     ]
     folder = cache_dir / f"{model.name}-{decoder_fingerprint(model)[:32]}-onnx-decoder"
-    (automatic, boxed), origin = _sessions(model, folder, graphs, what="decoder")
+    (automatic, boxed), origin = load_sessions(model, folder, graphs, what="decoder")
+    if precision == "int8":
+        (automatic, boxed), origin, precision = int8_sessions(folder, graphs, [automatic, boxed], origin)
     lock = threading.Lock()
 
     def decode(embeddings: torch.Tensor, boxes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,87 +306,4 @@ def _onnx_decoder(model: SamModel, cache_dir: Path, fallback: DecodeFunction) ->
                 scores.append(out[1])
         return torch.from_numpy(np.concatenate(logits)), torch.from_numpy(np.concatenate(scores))
 
-    return DecoderRuntime("onnxruntime", origin, decode)
-
-
-# -- export, check and load ---------------------------------------------------------------------
-@dataclass
-class _Graph:
-    """One module to export: file name, module, example inputs, input and output names."""
-
-    file: str
-    module: torch.nn.Module
-    example: tuple[torch.Tensor, ...]
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-
-def _sessions(owner: torch.nn.Module, folder: Path, graphs: list[_Graph], *, what: str) -> tuple[list[Any], str]:
-    """ONNX Runtime sessions of ``graphs``: loaded from ``folder``, or exported into it and checked once."""
-    ort = onnxruntime_module()
-    exported = not all((folder / graph.file).is_file() for graph in graphs)
-    was_training = owner.training
-    owner.eval()
-    try:
-        if exported:
-            _export_atomically(folder, graphs)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # After a run, ONNX Runtime's threads spin for more work by default. A prediction alternates
-        # sessions (encoder, the fine-tuned decoder, the pretrained decoder of the refinement) and
-        # PyTorch between them, so one session's spinning threads took the cores from the next: on
-        # the 2 cores, one automatic and two box decoder passes took 133-153 ms with spinning, 77-91 ms
-        # without (benchmarks/bench_decoder.py, docs/benchmarks.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPIN_BETWEEN_RUNS else "0")
-        sessions = [
-            ort.InferenceSession(str(folder / graph.file), options, providers=["CPUExecutionProvider"])
-            for graph in graphs
-        ]
-        if exported:  # a traced graph can silently differ (data-dependent code): check it once
-            for graph, session in zip(graphs, sessions):
-                _check_export(graph, session, folder)
-    finally:
-        owner.train(was_training)
-    verb = "exported to" if exported else "loaded from"
-    return sessions, f"ONNX Runtime, {what} {verb} {folder}"
-
-
-def _check_export(graph: _Graph, session: Any, folder: Path) -> None:
-    """Compare an exported graph with PyTorch on its example input; remove the export if they differ."""
-    with torch.no_grad():
-        expected = graph.module(*graph.example)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    feeds = {name: tensor.detach().cpu().numpy() for name, tensor in zip(graph.inputs, graph.example)}
-    for want, got_array in zip(expected, session.run(None, feeds)):
-        got = torch.from_numpy(got_array)
-        want = want.detach().cpu().float()
-        difference = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
-        tolerance = 1e-3 * max(1.0, float(want.abs().max()))
-        if difference > tolerance:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise RuntimeError(
-                f"the exported {graph.file} differs from PyTorch by {difference:.2e} (tolerance {tolerance:.1e})"
-            )
-
-
-def _export_atomically(folder: Path, graphs: list[_Graph]) -> None:
-    """Export into a temporary sibling folder and rename it into place (never a half entry)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=folder.name + ".partial-", dir=folder.parent))
-    try:
-        for graph in graphs:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracing warnings about constant shapes: the graph is fixed-size
-                torch.onnx.export(
-                    graph.module, graph.example, str(partial / graph.file), opset_version=17, dynamo=False,
-                    input_names=list(graph.inputs), output_names=list(graph.outputs),
-                )  # fmt: skip
-        try:
-            os.replace(partial, folder)
-        except OSError:  # another process exported the same graphs first: keep theirs
-            if not all((folder / graph.file).is_file() for graph in graphs):
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    return DecoderRuntime("onnxruntime", origin, decode, precision=precision)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from samtune.config_io import option
 from samtune.data.slicing import SliceConfig
 from samtune.errors import ConfigurationError
-from samtune.models.registry import Runtime
+from samtune.models.registry import Precision, Runtime
 
 
 def parse_slice_range(text: str) -> tuple[int, int]:
@@ -33,6 +33,12 @@ def checked_refine(refine: int | None) -> int | None:
     return int(refine)
 
 
+#: The automatic-mode decoder's default arithmetic, for whole volumes and for the Segment Editor's slices.
+#: fp32: the int8 decoder ran warm predictions 1.20-1.22x as fast, but moved Dice by more than 0.005 (the bar
+#: for a default) on 3 and 4 of 10 held-out volumes for the two models measured (``docs/benchmarks.md``).
+DEFAULT_DECODER_PRECISION = Precision.FP32
+
+
 @dataclass
 class PredictConfig:
     """How to run prediction over a volume.
@@ -44,7 +50,10 @@ class PredictConfig:
             ``None`` for the whole volume.
         slices: Slicing axis, intensity normalisation and 2.5D option.
         label_value: Value written for foreground voxels in the output label map.
-        runtime: Image-encoder runtime (:class:`~samtune.models.registry.Runtime`).
+        runtime: Image-encoder runtime (:class:`~samtune.models.registry.Runtime`); the automatic-mode
+            decoder runs in the same one.
+        decoder_precision: Automatic mode under ONNX Runtime: ``int8`` runs an int8 copy of the mask
+            decoder (:class:`~samtune.models.registry.Precision`; fp32 when the copy fails its check).
         slice_search: Automatic mode only. ``0`` segments every slice. ``n >= 2`` first segments
             every ``n``-th slice, then grows outwards from each slice where the structure was found
             until the structure ends, so slices far from the structure are never encoded (see
@@ -71,6 +80,10 @@ class PredictConfig:
     runtime: Runtime = option(
         Runtime.AUTO, help="image-encoder runtime: auto (ONNX Runtime on a CPU when installed, else PyTorch)"
     )
+    decoder_precision: Precision = option(
+        DEFAULT_DECODER_PRECISION,
+        help="automatic mode under ONNX Runtime: int8 runs an int8 copy of the mask decoder (fp32 if its check fails)",
+    )
     slice_search: int = option(
         0, metavar="STEP",
         help="automatic mode: segment every STEP-th slice first, then only the slices around the structure "
@@ -92,6 +105,7 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         self.runtime = Runtime.parse(self.runtime, what="encoder runtime")
+        self.decoder_precision = Precision.parse(self.decoder_precision, what="decoder precision")
         if self.presence_threshold is not None and not 0.0 <= float(self.presence_threshold) < 1.0:
             raise ConfigurationError(
                 f"presence_threshold must be in [0, 1) (0 keeps every mask), got {self.presence_threshold}."
@@ -155,4 +169,4 @@ class PromptSpec:
         return not (self.box or self.point or self.neg_point)
 
 
-__all__ = ["PredictConfig", "PromptSpec", "checked_refine", "parse_slice_range"]
+__all__ = ["DEFAULT_DECODER_PRECISION", "PredictConfig", "PromptSpec", "checked_refine", "parse_slice_range"]

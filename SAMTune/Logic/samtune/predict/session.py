@@ -29,7 +29,7 @@ from samtune.errors import ConfigurationError
 from samtune.models.embedding_store import EmbeddingStore, StoredEncoder
 from samtune.models.runtime import DecoderRuntime, decoder_runtime, encoder_runtime, stored_runtime_encoder
 from samtune.models.sam_model import SamModel
-from samtune.predict.config import checked_refine
+from samtune.predict.config import DEFAULT_DECODER_PRECISION, checked_refine
 from samtune.predict.decode import decode_automatic, decode_prompted
 from samtune.predict.prompt_book import SlicePrompts
 from samtune.predict.user_prompts import SlicePrompt, prompt_on_slice
@@ -180,7 +180,7 @@ class PredictorSession:
         grid = self.grid()
         if prompt is None:
             if self._decoder is None:
-                self._decoder = decoder_runtime(self.model, self._runtime_name)
+                self._decoder = decoder_runtime(self.model, self._runtime_name, precision=DEFAULT_DECODER_PRECISION)
             # The model's own presence threshold; its own refinement passes unless ``refine`` says otherwise.
             low_res = decode_automatic(
                 self.model, embedding, threshold=self.threshold, refine=self.refine, decode=self._decoder.decode,

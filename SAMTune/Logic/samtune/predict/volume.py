@@ -146,7 +146,7 @@ def predict_volume(
         if prompts is not None:
             decoder = None
         elif decoder is None:
-            decoder = decoder_runtime(model, config.runtime)
+            decoder = decoder_runtime(model, config.runtime, precision=config.decoder_precision)
     encode = stored_runtime_encoder(model, encoder, store) if encoder is not None else model.encode
     done = 0
 

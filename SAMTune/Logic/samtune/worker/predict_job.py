@@ -69,19 +69,20 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
     emit({"event": "started", "kind": "predict", "image": job.image, "model": job.model, "device": str(device),
           "mode": job.mode, **({"pictures": len(pictures)} if pictures else {})})  # fmt: skip
     started = time.perf_counter()
+    runtimes = _runtimes(job, model)
+    # What ran is part of the result: the automatic decoder's runtime and arithmetic (int8 falls back to fp32).
+    ran = {"decoder": runtimes[1].summary} if runtimes is not None else {}
     if image is not None:
         scores: dict[int, float] = {}
-        n_fg = _segment_file(job, model, image, out, name, _slice_progress(emit, should_stop), uncertainty=scores)
+        n_fg = _segment_file(job, model, image, out, name, _slice_progress(emit, should_stop), runtimes, scores)
         _warn_if_untrained_and_empty(job, trained, n_fg, emit)
         ranked = [[s, round(u, 4)] for s, u in rank_slices(scores, UNCERTAIN_SLICES)] if trained else []
         extra = {"uncertain_slices": ranked} if ranked else {}
         emit({"event": "finished", "output": str(out), "foreground_voxels": n_fg,
-              "seconds": time.perf_counter() - started, **extra})  # fmt: skip
+              "seconds": time.perf_counter() - started, **ran, **extra})  # fmt: skip
         return out
     from samtune.errors import CancelledError
-    from samtune.models.runtime import decoder_runtime, encoder_runtime
 
-    runtimes = (encoder_runtime(model, job.predict.runtime), decoder_runtime(model, job.predict.runtime))  # once
     n_fg, empty = 0, 0
     for n, (picture, target) in enumerate(zip(pictures, outputs)):
         if should_stop is not None and should_stop():
@@ -97,8 +98,20 @@ def run_predict_job(job: PredictJob, *, emit: Emit, should_stop: Callable[[], bo
     if empty and n_fg:
         emit({"event": "log", "level": "info", "message": f"{empty} of {len(pictures)} masks are empty."})
     emit({"event": "finished", "output": str(out), "foreground_voxels": n_fg, "pictures": len(pictures),
-          "seconds": time.perf_counter() - started})  # fmt: skip
+          "seconds": time.perf_counter() - started, **ran})  # fmt: skip
     return out
+
+
+def _runtimes(job: PredictJob, model: Any) -> Any:
+    """Automatic mode's encoder and decoder runtimes, resolved once per job (``None`` for prompts)."""
+    if job.mode != "automatic":
+        return None
+    from samtune.models.runtime import decoder_runtime, encoder_runtime
+
+    predict = job.predict
+    return encoder_runtime(model, predict.runtime), decoder_runtime(
+        model, predict.runtime, precision=predict.decoder_precision
+    )
 
 
 def _mask_paths(job: PredictJob, pictures: list[Path], out: Path) -> list[Path]:

@@ -272,21 +272,24 @@ def test_the_product_imports_onnx_runtime_only_through_the_telemetry_switch():
     product = [path for folder in ("SAMTune", "SegmentEditorSAMAuto") for path in (root / folder).rglob("*.py")]
     importers = {path.relative_to(root).as_posix(): len(pattern.findall(path.read_text(encoding="utf-8")))
                  for path in product if pattern.search(path.read_text(encoding="utf-8"))}  # fmt: skip
-    assert len(product) > 50 and importers == {"SAMTune/Logic/samtune/privacy.py": 1}
+    assert len(product) > 50 and importers == {"SAMTune/Logic/samtune/privacy.py": 2}
     source = Path(privacy.__file__).read_text(encoding="utf-8")
     assert source.index("os.environ.update(TELEMETRY_OFF)") < source.index("import onnxruntime")
+    # The quantisation tools (int8 decoder copies) are imported only after the switch, in the same module.
+    quantization = source.index("from onnxruntime import quantization")
+    assert source.rindex("onnxruntime_module()", 0, quantization) > source.index("def onnxruntime_quantization")
 
 
 def test_onnx_runtime_sessions_do_not_spin_between_runs(tmp_path):
     # A prediction alternates sessions; spinning threads of one held the cores the next needed (bench_decoder.py).
-    from samtune.models.runtime import _Graph, _sessions
+    from samtune.models.onnx_graphs import Graph, load_sessions
     from samtune.privacy import onnxruntime_module
 
     model = build_tiny_model("litemedsam", seed=0).eval()
     encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)  # exports the graph
     folder = next(tmp_path.glob("*-onnx"))
-    graph = _Graph("encoder.onnx", model.image_encoder, (), ("images",), ("embeddings",))  # loaded, not exported
-    (session,), _ = _sessions(model.image_encoder, folder, [graph], what="encoder")
+    graph = Graph("encoder.onnx", model.image_encoder, (), ("images",), ("embeddings",))  # loaded, not exported
+    (session,), _ = load_sessions(model.image_encoder, folder, [graph], what="encoder")
     options = session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert isinstance(session, onnxruntime_module().InferenceSession)

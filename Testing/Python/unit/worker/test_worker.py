@@ -117,6 +117,15 @@ def test_worker_trains_reports_json_lines_in_order_and_its_model_predicts(data: 
     assert [u for _, u in uncertain] == pytest.approx([u for _, u in expected], abs=1e-3)
     image0 = read_label(data / "image0-seg.nii.gz")
     assert image0.array.shape == (6, 48, 48) and events[-1]["foreground_voxels"] == int((image0.array != 0).sum())
+    assert events[-1]["decoder"] == "torch fp32"  # what ran is recorded: tiny decoders stay in PyTorch
+    # An int8 decoder is recorded as such (its Dice change is tested in test_automatic_levers.py).
+    job.write_text(json.dumps({"kind": "predict", "image": "image0.nii.gz", "out": "image0-int8.nii.gz",
+                               "model": str(uninterrupted / "model"), "device": "cpu",
+                               "predict": {"runtime": "onnxruntime", "decoder_precision": "int8"}}),
+                   encoding="utf-8")  # fmt: skip
+    code, events, err = _run("--job", str(job))
+    assert code == 0, err
+    assert events[-1]["decoder"] == "onnxruntime int8"
 
 
 def test_sigterm_cancels_with_a_checkpoint_and_resume_gives_the_uninterrupted_result(
