@@ -12,7 +12,9 @@ Then, on each held-out volume (the study's last 10), with an empty embedding sto
 * **warm**: both models, every slice and slice search with steps 4 and 8, from the stored
   embeddings: time, slices segmented, Dice against the reference, Dice change from the full pass;
   and ``cpu_quick`` once more without its refinement passes (``refine=0``: one decoder pass per
-  slice), which is what its refinement by the pretrained decoder costs and adds.
+  slice), which is what its refinement by the pretrained decoder costs and adds;
+* **int8**: both models warm again, every slice and slice search with step 8, with the int8 mask
+  decoder (``decoder_precision="int8"``): time and the Dice change from the fp32 decoder's run.
 
 Everything runs in this process, one run after another (medians and ratios come from one run). The
 store lives outside the repository (``--store``, default a temporary folder, removed at the end).
@@ -41,6 +43,7 @@ from samtune.data.pipeline import SliceConfig
 from samtune.library import load_trained_model
 from samtune.metrics import dice
 from samtune.models.embedding_store import EmbeddingStore
+from samtune.models.runtime import decoder_runtime
 from samtune.predict import PredictConfig, predict_volume
 from samtune.train import TrainingCase, fine_tune, load_preset
 
@@ -89,9 +92,16 @@ def train(name: str, cases: list[TrainingCase], overrides: dict[str, Any], model
 
 
 def run(
-    model: Any, image: Any, reference: Any, store: EmbeddingStore | bool, search: int, refine: int | None = None
+    model: Any,
+    image: Any,
+    reference: Any,
+    store: EmbeddingStore | bool,
+    search: int,
+    refine: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    config = PredictConfig(slices=SliceConfig(axis=AXIS), slice_search=search, refine=refine)
+    config = PredictConfig(slices=SliceConfig(axis=AXIS), slice_search=search, refine=refine,
+                           decoder_precision=precision)  # fmt: skip
     started = time.perf_counter()
     mask = predict_volume(model, image, config, store=store).array > 0
     seconds = time.perf_counter() - started
@@ -129,6 +139,10 @@ def main() -> None:
         models["decoder_refine"], figures["decoder_refine_train_s"] = train(
             "decoder_refine", [whole], DECODER_REFINE, args.models
         )
+        # The int8 decoders are made (and checked against fp32) here, once, before anything is timed.
+        figures["int8_decoders"] = {
+            name: decoder_runtime(model, precision="int8").summary for name, model in models.items()
+        }
         store.counted()
         volumes: dict[str, Any] = {}
         for n, case_id in enumerate(test):
@@ -142,13 +156,19 @@ def main() -> None:
             if n < args.fp32_volumes:
                 row["fp32"] = run(models["decoder_refine"], image, reference, False, 0)
                 row["fp32"]["dice_change_fp16_store"] = row["cold"]["dice"] - row["fp32"]["dice"]
-            variants = {**{name: (model, None) for name, model in models.items()},
-                        "cpu_quick_one_pass": (models["cpu_quick"], 0)}  # fmt: skip
-            for name, (model, refine) in variants.items():
-                for search in (0, 4, 8):
-                    result = run(model, image, reference, store, search, refine)
+            variants = {**{name: (model, None, "fp32", (0, 4, 8)) for name, model in models.items()},
+                        "cpu_quick_one_pass": (models["cpu_quick"], 0, "fp32", (0, 4, 8)),
+                        **{f"{n}_int8": (model, None, "int8", (0, 8)) for n, model in models.items()}}  # fmt: skip
+            for name, (model, refine, precision, searches) in variants.items():
+                for search in searches:
+                    result = run(model, image, reference, store, search, refine, precision)
                     result["dice_change_vs_full"] = result["dice"] - (row.get(f"{name}_warm") or result)["dice"]
-                    row[f"{name}_warm" if search == 0 else f"{name}_warm_search{search}"] = result
+                    key = f"{name}_warm" if search == 0 else f"{name}_warm_search{search}"
+                    if precision == "int8":  # against the fp32 decoder on the same slices
+                        fp32 = row[key.replace("_int8", "")]
+                        result["dice_change_int8"] = result["dice"] - fp32["dice"]
+                        result["speedup_int8"] = fp32["s"] / result["s"]
+                    row[key] = result
             volumes[case_id] = row
             print(case_id, {k: (round(v["s"], 1), round(v["dice"], 3)) for k, v in row.items()}, flush=True)
             figures["volumes"] = volumes
@@ -177,9 +197,12 @@ def summarise(volumes: dict[str, Any]) -> dict[str, Any]:
         for key in ("segmented", "encoded"):
             if key in rows[0]:
                 entry[f"mean_{key}"] = statistics.fmean(r[key] for r in rows)
-        for key in ("dice_change_vs_full", "dice_change_fp16_store"):
+        if "speedup_int8" in rows[0]:
+            entry["median_speedup_int8"] = statistics.median(r["speedup_int8"] for r in rows)
+        for key in ("dice_change_vs_full", "dice_change_fp16_store", "dice_change_int8"):
             if key in rows[0]:
                 entry[f"worst_{key}"] = min(r[key] for r in rows)
+                entry[f"largest_abs_{key}"] = max(abs(r[key]) for r in rows)
                 entry[f"mean_{key}"] = statistics.fmean(r[key] for r in rows)
         out[name] = entry
     return out

@@ -27,7 +27,13 @@ _VARIANTS = {
     "cpu_quick_one_pass_warm": "warm: `cpu_quick` without its refinement (`--refine 0`), every slice",
     "cpu_quick_one_pass_warm_search4": "warm: `cpu_quick` without its refinement, slice search step 4",
     "cpu_quick_one_pass_warm_search8": "warm: `cpu_quick` without its refinement, slice search step 8",
+    "decoder_refine_int8_warm": "warm: `decoder_refine`, int8 decoder, every slice",
+    "decoder_refine_int8_warm_search8": "warm: `decoder_refine`, int8 decoder, slice search step 8",
+    "cpu_quick_int8_warm": "warm: `cpu_quick`, int8 decoder, every slice",
+    "cpu_quick_int8_warm_search8": "warm: `cpu_quick`, int8 decoder, slice search step 8",
 }
+#: The Dice change the int8 decoder may make on every held-out volume to be on by default (issue 18).
+INT8_BAR = 0.005
 
 
 def volume_speed_section(data: dict[str, Any], machine_line: Any) -> list[str]:
@@ -57,6 +63,11 @@ def volume_speed_section(data: dict[str, Any], machine_line: Any) -> list[str]:
         change = ""
         if "mean_dice_change_vs_full" in row and "search" in key:
             change = f"{row['mean_dice_change_vs_full']:+.4f} / {row['worst_dice_change_vs_full']:+.4f}"
+        if "mean_dice_change_int8" in row:
+            change = (
+                f"int8 vs fp32: {row['mean_dice_change_int8']:+.4f} / {row['worst_dice_change_int8']:+.4f}, "
+                f"{row['median_speedup_int8']:.2f}× the speed"
+            )
         if "mean_dice_change_fp16_store" in row:
             change = (
                 f"store vs float32: {row['mean_dice_change_fp16_store']:+.4f} / "
@@ -76,10 +87,60 @@ def volume_speed_section(data: dict[str, Any], machine_line: Any) -> list[str]:
             f"warm ≤ {WARM_GOAL_S:.0f} s — {'met' if warm <= WARM_GOAL_S else 'not met'} (median {warm:.1f} s for "
             f"every slice, {cold / warm:.0f}× faster than cold).",
         ]
+    lines += _int8_decoder_lines(data)
     if "store_bytes" in data:
         lines += ["", f"The store held {data['store_bytes'] / 2**20:.0f} MB for {len(volumes) + 1} volumes "
                       "(float16, 2 MB per slice)."]  # fmt: skip
     return [*lines, ""]
+
+
+def _int8_decoder_lines(data: dict[str, Any]) -> list[str]:
+    """Per model: the int8 decoder's Dice change on each held-out volume against the bar."""
+    volumes = data.get("volumes", {})
+    lines = []
+    for model in ("decoder_refine", "cpu_quick"):
+        changes = [row[f"{model}_int8_warm"]["dice_change_int8"] for row in volumes.values()
+                   if f"{model}_int8_warm" in row]  # fmt: skip
+        if not changes:
+            continue
+        failing = sum(abs(c) > INT8_BAR for c in changes)
+        verdict = (
+            f"within the bar of {INT8_BAR} on all {len(changes)} volumes"
+            if not failing
+            else f"beyond the bar of {INT8_BAR} on {failing} of {len(changes)} volumes"
+        )
+        lines.append(
+            f"- `{model}` with the int8 decoder ({data.get('int8_decoders', {}).get(model, 'onnxruntime int8')}), "
+            f"every slice: Dice change per volume {', '.join(f'{c:+.4f}' for c in changes)} — {verdict}."
+        )
+    if lines:
+        lines = ["", "**The int8 mask decoder** (`--decoder-precision int8`) against fp32 on the same slices:", "",
+                 *lines]  # fmt: skip
+    return lines + _per_volume_table(volumes)
+
+
+#: Per-volume Dice changes: (column, variant, key of the change).
+_LEVERS = (
+    ("`decoder_refine` search 4", "decoder_refine_warm_search4", "dice_change_vs_full"),
+    ("`decoder_refine` search 8", "decoder_refine_warm_search8", "dice_change_vs_full"),
+    ("`decoder_refine` int8", "decoder_refine_int8_warm", "dice_change_int8"),
+    ("`cpu_quick` search 8", "cpu_quick_warm_search8", "dice_change_vs_full"),
+    ("`cpu_quick` int8", "cpu_quick_int8_warm", "dice_change_int8"),
+)
+
+
+def _per_volume_table(volumes: dict[str, Any]) -> list[str]:
+    """Each held-out volume: its Dice with every slice, and the Dice change each lever made on it."""
+    levers = [lever for lever in _LEVERS if any(lever[1] in row for row in volumes.values())]
+    if not levers:
+        return []
+    lines = ["", "Dice change per held-out volume (warm; against the same model on every slice in fp32):", "",
+             "| volume | `decoder_refine` Dice | " + " | ".join(c for c, _, _ in levers) + " |",
+             "|---|---|" + "---|" * len(levers)]  # fmt: skip
+    for case, row in volumes.items():
+        cells = [f"{row[v][k]:+.4f}" if v in row else "–" for _, v, k in levers]
+        lines.append(f"| {case[:8]}… | {row['decoder_refine_warm']['dice']:.3f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def int8_section(int8: dict[str, Any], real: dict[str, Any] | None) -> list[str]:
