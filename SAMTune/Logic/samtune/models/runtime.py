@@ -25,6 +25,7 @@ always runs in fp32.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import threading
@@ -149,9 +150,10 @@ def _onnxruntime_problem(model: SamModel, *, explicit: bool) -> str | None:
 def _onnxruntime(model: SamModel, cache_dir: Path) -> EncoderRuntime:
     fingerprint = encoder_fingerprint(model)
     example = torch.randn(1, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
-    graph = Graph("encoder.onnx", model.image_encoder, (example,), ("images",), ("embeddings",))
+    encoder = _merged(model.image_encoder)
+    graph = Graph("encoder.onnx", encoder, (example,), ("images",), ("embeddings",))
     folder = cache_dir / f"{model.name}-{fingerprint[:32]}-onnx"
-    (session,), origin = load_sessions(model.image_encoder, folder, [graph], what="encoder")
+    (session,), origin = load_sessions(encoder, folder, [graph], what="encoder")
     name = session.get_inputs()[0].name
     lock = threading.Lock()  # the predictor session also encodes from a prefetch thread; share the 2 cores
 
@@ -162,6 +164,22 @@ def _onnxruntime(model: SamModel, cache_dir: Path) -> EncoderRuntime:
         return torch.from_numpy(np.concatenate(outputs))
 
     return EncoderRuntime("onnxruntime", origin, encode, fingerprint)
+
+
+def _merged(module: torch.nn.Module) -> torch.nn.Module:
+    """``module``, or for export a copy with its linear adapters (LoRA) merged into their base weights.
+
+    Same outputs within float rounding, one matrix product per layer instead of three, and a graph
+    the exporter can write: LoRA on a fused qkv layer adds its delta with ``index_add`` on the last
+    axis, on which the ONNX exporter failed (an internal shape assertion: such a model encoded in PyTorch).
+    """
+    if not any(getattr(m, "mergeable", False) and not getattr(m, "merged", True) for m in module.modules()):
+        return module
+    merged = copy.deepcopy(module)
+    for wrapper in merged.modules():
+        if getattr(wrapper, "mergeable", False) and not getattr(wrapper, "merged", True):
+            wrapper.merge()
+    return merged
 
 
 # -- the mask decoder ---------------------------------------------------------------------------

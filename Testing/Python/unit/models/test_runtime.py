@@ -17,6 +17,7 @@ from samtune.data import make_phantom
 from samtune.errors import ConfigurationError
 from samtune.models import build_tiny_model
 from samtune.models.runtime import decoder_fingerprint, decoder_runtime, encoder_fingerprint, encoder_runtime
+from samtune.peft import FineTuneConfig, apply_finetuning
 from samtune.peft.conv_lora import ConvLoRAQKV
 from samtune.predict import PredictConfig, predict_volume
 from samtune.predict.session import PredictorSession
@@ -135,6 +136,28 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_removed(monkeypatch,
     chosen = encoder_runtime(model, "auto", cache_dir=tmp_path)
     assert chosen.name == "torch" and "differs from PyTorch" in chosen.reason
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("family", ["litemedsam", "sam_vit_b"])
+def test_a_lora_encoder_is_exported_merged_and_gives_its_own_embeddings(family, tmp_path):
+    model = build_tiny_model(family, seed=0)
+    apply_finetuning(model, FineTuneConfig(method="lora", scope="encoder_decoder"))
+    with torch.no_grad():  # a trained adapter (B starts at zero: the delta would vanish)
+        for name, parameter in model.image_encoder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    images = torch.randn(2, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model.encode(images)
+        plain = build_tiny_model(family, seed=0).eval().encode(images)
+    assert not torch.allclose(want, plain, atol=1e-3)  # the adapter changes the embeddings
+    chosen = encoder_runtime(model, "onnxruntime", cache_dir=tmp_path)
+    assert chosen.name == "onnxruntime", chosen.reason
+    torch.testing.assert_close(chosen.encode(images), want, atol=1e-4, rtol=1e-4)
+    # The model itself is untouched: its adapters still train, unmerged.
+    assert not any(getattr(m, "merged", False) for m in model.modules())
+    assert any(p.requires_grad for n, p in model.image_encoder.named_parameters() if "lora_" in n)
 
 
 def test_conv_lora_encoders_stay_in_pytorch(tmp_path):
