@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from report_loop import correction_loop_section  # noqa: E402
 from report_speed import decoder_section, gpu_section, int8_section, scaling_section, volume_speed_section  # noqa: E402
-from report_study import pictures_section, study_section  # noqa: E402
+from report_study import encoder_lora_section, pictures_section, study_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -331,6 +331,7 @@ def main() -> None:
     ]
     sections: list[tuple[str, Any]] = [
         ("study_la_heart", lambda d: study_section(d, args.images, link, machine_line)),
+        ("encoder_lora_cpu", lambda d: encoder_lora_section(d, found.get("study_la_heart"), machine_line)),
         ("study_pictures", lambda d: pictures_section(d, machine_line)),
         ("study_correction_loop", lambda d: correction_loop_section(d, args.images, link, machine_line)),
         ("prediction", lambda d: prediction_section(d, args.images, link)),

@@ -341,3 +341,42 @@ def pictures_section(data: dict[str, Any], machine_line: Any) -> list[str]:
             "",
         ]
     return lines
+
+
+_ENCODER_RUNS = {"lora": "encoder+decoder LoRA (rank 4)", "lora_whole_decoder": "encoder LoRA + the whole decoder"}
+
+
+def encoder_lora_section(data: dict[str, Any], study: dict[str, Any] | None, machine_line: Any) -> list[str]:
+    """``study_encoder_lora_cpu.py``: encoder adaptation on the CPU beside the study's frozen-encoder cell."""
+    runs = data.get("runs", {})
+    first = next(iter(runs.values()))
+    lines = [
+        "### Encoder adaptation on the CPU (lever 7)",
+        "",
+        "`benchmarks/study_encoder_lora_cpu.py` — `cpu_auto` with LoRA (rank 4) on the image encoder instead of "
+        f"frozen embeddings, one fully labelled volume ({first['pool_case'][:8]}…, seed 0); every step runs the "
+        f"encoder forward and backward (no embedding cache). Machine: {machine_line(first['machine'])}.",
+        "",
+        "| training | epochs | held-out volumes | Dice | training time | seconds to segment a volume (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    tests: list[str] = []
+    for name, run in runs.items():
+        values = [v["dice"] for v in run.get("volumes", {}).values()]
+        tests = tests or list(run.get("volumes", {}))
+        lines.append(
+            f"| {_ENCODER_RUNS.get(name, name)} | {run['overrides']['epochs']} | {len(values)} | {mean_sd(values)} "
+            f"| {_seconds(run['train_s'])} | {run.get('median_predict_s', 0):.0f} |"
+        )
+    frozen = next((r for r in (study or {}).get("runs", [])
+                   if (r["method"], r["budget"], r["repeat"]) == ("cpu_auto", "vol1", 0)), None)  # fmt: skip
+    if frozen:
+        same = [frozen["cases"][c]["dice"] for c in tests if c in frozen["cases"]]
+        seconds = frozen["train_seconds"] + frozen.get("encode_seconds", 0.0)
+        lines.append(
+            f"| `cpu_auto` (frozen encoder; the study's run on the same volume and seed, another day and machine: "
+            f"compare its time with care) | {frozen.get('epochs', '–')} "
+            f"| {len(same)} | {mean_sd(same)} | {_seconds(seconds)} (with the embeddings) | – |"
+        )
+    notes = [f"- {_ENCODER_RUNS.get(name, name)}: {run['note']}" for name, run in runs.items() if run.get("note")]
+    return [*lines, *([""] + notes if notes else []), ""]

@@ -80,9 +80,15 @@ BENCHMARKS: dict[str, tuple[str, bool, list[str], list[str]]] = {
         ["--data", "{data}", "--test-cases", "4", "--cache-dir", "{cache}"],
         ["--data", "{data}", "--k", "4", "--test-cases", "1", "--methods", "blo_sam_first"],
     ),  # fmt: skip
+    "encoder_lora_cpu": (
+        "study_encoder_lora_cpu.py",
+        True,
+        ["--data", "{data}"],
+        ["--data", "{data}", "--runs", "lora", "--epochs", "1", "--test-cases", "2"],
+    ),  # fmt: skip
 }
-#: Run unless named with ``--only``: the BLO-SAM ablation takes over an hour on 2 cores.
-OPT_IN = {"blo_sam_la_heart"}
+#: Run unless named with ``--only``: the BLO-SAM ablation takes over an hour on 2 cores, encoder LoRA 45 min.
+OPT_IN = {"blo_sam_la_heart", "encoder_lora_cpu"}
 
 
 def main() -> None:
