@@ -173,12 +173,15 @@ def _merged(module: torch.nn.Module) -> torch.nn.Module:
     the exporter can write: LoRA on a fused qkv layer adds its delta with ``index_add`` on the last
     axis, on which the ONNX exporter failed (an internal shape assertion: such a model encoded in PyTorch).
     """
-    if not any(getattr(m, "mergeable", False) and not getattr(m, "merged", True) for m in module.modules()):
+
+    def unmerged(owner: torch.nn.Module) -> list[Any]:  # duck-typed: the models layer does not import peft
+        return [m for m in owner.modules() if getattr(m, "mergeable", False) and not getattr(m, "merged", True)]
+
+    if not unmerged(module):
         return module
     merged = copy.deepcopy(module)
-    for wrapper in merged.modules():
-        if getattr(wrapper, "mergeable", False) and not getattr(wrapper, "merged", True):
-            wrapper.merge()
+    for wrapper in unmerged(merged):
+        wrapper.merge()
     return merged
 
 
