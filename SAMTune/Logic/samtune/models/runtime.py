@@ -170,8 +170,8 @@ def _merged(module: torch.nn.Module) -> torch.nn.Module:
     """``module``, or for export a copy with its linear adapters (LoRA) merged into their base weights.
 
     Same outputs within float rounding, one matrix product per layer instead of three, and a graph
-    the exporter can write: LoRA on a fused qkv layer adds its delta with ``index_add`` on the last
-    axis, on which the ONNX exporter failed (an internal shape assertion: such a model encoded in PyTorch).
+    the exporter can write: on the unmerged LoRA encoder (the fused-qkv delta scattered with
+    ``index_add``) the ONNX exporter failed an internal shape assertion, so such a model encoded in PyTorch.
     """
 
     def unmerged(owner: torch.nn.Module) -> list[Any]:  # duck-typed: the models layer does not import peft
