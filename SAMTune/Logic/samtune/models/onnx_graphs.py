@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from samtune.atomic import atomic_write_text
 from samtune.privacy import onnxruntime_module, onnxruntime_quantization
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def int8_copy(source: Path, check: Callable[[Path], str | None]) -> Path:
         problem = check(partial)
         if problem is not None:
             message = f"the int8 copy of {source.name} failed its check: {problem}"
-            _write_atomically(rejected, message)
+            atomic_write_text(rejected, message)
             raise RuntimeError(message)
         os.replace(partial, target)
     finally:
@@ -231,13 +232,6 @@ class _DropRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.prefix)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    handle, name = tempfile.mkstemp(prefix=path.name + ".partial-", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(name, path)
 
 
 __all__ = [

@@ -150,9 +150,10 @@ def _onnxruntime_problem(model: SamModel, *, explicit: bool) -> str | None:
 def _onnxruntime(model: SamModel, cache_dir: Path) -> EncoderRuntime:
     fingerprint = encoder_fingerprint(model)
     example = torch.randn(1, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(0))
-    encoder = _merged(model.image_encoder)
-    graph = Graph("encoder.onnx", encoder, (example,), ("images",), ("embeddings",))
     folder = cache_dir / f"{model.name}-{fingerprint[:32]}-onnx"
+    # A merged copy only to export: loading a cached graph needs no module beyond the model's own.
+    encoder = model.image_encoder if (folder / "encoder.onnx").is_file() else _merged(model.image_encoder)
+    graph = Graph("encoder.onnx", encoder, (example,), ("images",), ("embeddings",))
     (session,), origin = load_sessions(encoder, folder, [graph], what="encoder")
     name = session.get_inputs()[0].name
     lock = threading.Lock()  # the predictor session also encodes from a prefetch thread; share the 2 cores
